@@ -1,0 +1,134 @@
+"""``consistbench data audit``: every quality check on one or more data files.
+
+Checks (rules and thresholds in :mod:`benchmark.audit_rules`):
+    schema        each file validates (:mod:`benchmark.schema`);
+    grounding     each reference answer's content words are covered by its context;
+    length        each reference has an acceptable number of words;
+    how_to        each how_to row is a rewrite between how-to forms with the same action phrase;
+    plural_article each such row differs from its original only in number, agreement, articles;
+    paraphrase    each paraphrase is lexically different (ROUGE-L) but close in meaning (encoder);
+    near_duplicate no two base questions, within or across the files, are encoder-near-identical;
+    passages      no passage appears in two splits, across all the files given.
+Prints counts and distributions, lists violations by rule naming file, line and id, and
+returns False (exit status 1) if there is any.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from benchmark import audit_rules as R
+from benchmark.schema import Row, load_data
+from benchmark.variants import VARIANT_TYPES
+
+
+def _quantiles(values: list[int]) -> str:
+    if not values:
+        return "-"
+    v = sorted(values)
+    q = lambda p: v[min(len(v) - 1, int(p * (len(v) - 1) + 0.5))]  # noqa: E731
+    return f"min {v[0]}, p10 {q(0.1)}, median {q(0.5)}, p90 {q(0.9)}, max {v[-1]}"
+
+
+def near_duplicates(rows: list[Row], threshold: float = R.NEAR_DUPLICATE_COSINE, block: int = 2048):
+    """Pairs (i, j, cosine) of base questions at or above ``threshold`` (i < j), blockwise."""
+    from benchmark.embedded import encode
+
+    if len(rows) < 2:
+        return []
+    emb = encode([r.question for r in rows])
+    found = []
+    for start in range(0, len(rows), block):
+        sims = emb[start:start + block] @ emb.T
+        for a, b in zip(*np.nonzero(sims >= threshold)):
+            i = start + int(a)
+            if i < int(b):
+                found.append((i, int(b), float(sims[a, b])))
+    return found
+
+
+def audit_rows(files: dict[str, list[Row]]) -> tuple[dict[str, list[str]], dict]:
+    """Run every check; return (violations by rule, statistics)."""
+    from benchmark.embedded import encode
+
+    problems: dict[str, list[str]] = defaultdict(list)
+    all_rows = [(name, r) for name, rows in files.items() for r in rows]
+
+    def where(name: str, row: Row) -> str:
+        return f"{name}:{row.line} {row.id}"
+
+    originals = {(name, r.group_id): r for name, r in all_rows if r.variant_type == "original"}
+    for name, r in all_rows:
+        if r.variant_type == "original":
+            for p in R.check_reference(r.reference, r.context):
+                problems[p.rule].append(f"{where(name, r)}: {p.detail}")
+    variants = [(name, r) for name, r in all_rows if r.variant_type != "original"]
+    para = [(name, r) for name, r in variants if r.variant_type == "paraphrase"]
+    cos = {}
+    if para:
+        texts = [originals[(n, r.group_id)].question for n, r in para] + [r.question for _, r in para]
+        emb = encode(texts)
+        k = len(para)
+        cos = {(n, r.id): float(emb[i] @ emb[k + i]) for i, (n, r) in enumerate(para)}
+    for name, r in variants:
+        orig = originals[(name, r.group_id)]
+        for p in R.check_variant(r.variant_type, orig.question, r.question, cosine=cos.get((name, r.id))):
+            rule = p.rule if p.rule.startswith(r.variant_type) else f"{r.variant_type}:{p.rule}"
+            problems[rule].append(f"{where(name, r)}: {p.detail}: {r.question!r} (original {orig.question!r})")
+    base = [(name, r) for name, r in all_rows if r.variant_type == "original"]
+    for i, j, c in near_duplicates([r for _, r in base]):
+        (n1, r1), (n2, r2) = base[i], base[j]
+        problems["near_duplicate"].append(f"{where(n1, r1)} ~ {where(n2, r2)}: cosine {c:.3f}: {r1.question!r} / {r2.question!r}")
+    first_split: dict[str, tuple[str, Row]] = {}
+    for name, r in all_rows:
+        seen = first_split.setdefault(r.passage_id, (name, r))
+        if seen[1].split != r.split:
+            problems["passages"].append(f"{where(name, r)}: passage {r.passage_id} also in split {seen[1].split} "
+                                        f"({where(*seen)})")
+    stats = {}
+    for name, rows in files.items():
+        origs = [r for r in rows if r.variant_type == "original"]
+        stats[name] = {
+            "groups": len(origs), "rows": len(rows),
+            "variants": {t: sum(1 for r in rows if r.variant_type == t) for t in VARIANT_TYPES},
+            "splits": dict(Counter(r.split for r in origs)),
+            "doc_kind": dict(Counter(str(r.extra.get("doc_kind", "?")) for r in origs)),
+            "reference_words": _quantiles([len(r.reference.split()) for r in origs]),
+            "question_words": _quantiles([len(r.question.split()) for r in origs]),
+        }
+    return problems, stats
+
+
+def audit_files(paths: list[str], max_report: int = 50) -> bool:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    files = {str(Path(p)): load_data(p) for p in paths}  # schema errors raise with file:line
+    with console.status("auditing (grounding, variant rules, near-duplicates)..."):
+        problems, stats = audit_rows(files)
+    table = Table(title="consistbench data audit")
+    for col in ("file", "split", "groups", "rows", "how_to", "plural_article", "paraphrase", "doc kinds"):
+        table.add_column(col)
+    for name, s in stats.items():
+        table.add_row(Path(name).name, ",".join(sorted(s["splits"])), str(s["groups"]), str(s["rows"]),
+                      *(str(s["variants"][t]) for t in VARIANT_TYPES),
+                      ", ".join(f"{k} {v}" for k, v in sorted(s["doc_kind"].items())))
+    console.print(table)
+    for name, s in stats.items():
+        console.print(f"{Path(name).name}: reference words {s['reference_words']}; question words {s['question_words']}")
+    checks = ["grounding", "reference_length", "how_to_rule", "plural_article_rule", "paraphrase_lexical",
+              "paraphrase_meaning", "near_duplicate", "passages"]
+    for rule in sorted(set(checks) | set(problems)):
+        found = problems.get(rule, [])
+        console.print(f"{'FAIL' if found else 'ok  '} {rule}: {len(found)} violation(s)")
+        for line in found[:max_report]:
+            console.print(f"     {line}", markup=False, highlight=False)
+        if len(found) > max_report:
+            console.print(f"     ... and {len(found) - max_report} more")
+    total = sum(len(v) for v in problems.values())
+    console.print(f"audit {'passed' if not total else 'FAILED'}: {total} violation(s)")
+    return total == 0

@@ -1,0 +1,86 @@
+"""Results for people: the terminal table and a PNG bar chart of metrics per variant type."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from benchmark.metrics import ACCURACY_METRICS, CONSISTENCY_METRICS, METRICS
+from benchmark.variants import ALL_TYPES, VARIANT_TYPES
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.4f}"
+
+
+def table_rows(metrics: dict[str, float]) -> list[tuple[str, list[float | None]]]:
+    """(label, values in METRICS order) for 'overall' and each row type present."""
+    rows = [("overall", [metrics.get(m) for m in METRICS])]
+    for vtype in ALL_TYPES:
+        values = [metrics.get(f"{m}_{vtype}") for m in METRICS]
+        if any(v is not None for v in values):
+            rows.append((vtype, values))
+    return rows
+
+
+def metrics_table(metrics: dict[str, float], counts: dict | None = None, title: str = "consistbench"):
+    """A rich Table: one row overall and one per row type, one column per metric."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("subset")
+    if counts:
+        table.add_column("rows", justify="right")
+        table.add_column("pairs", justify="right")
+    for name in METRICS:
+        table.add_column(name, justify="right")
+    per_rows = (counts or {}).get("rows_per_type", {})
+    per_pairs = (counts or {}).get("pairs_per_type", {})
+    for label, values in table_rows(metrics):
+        cells = [label]
+        if counts:
+            if label == "overall":
+                cells += [str(counts.get("rows", "")), str(counts.get("pairs", ""))]
+            else:
+                cells += [str(per_rows.get(label, "")), str(per_pairs.get(label, "-"))]
+        cells += [_fmt(v) for v in values]
+        table.add_row(*cells)
+    return table
+
+
+def print_table(metrics: dict[str, float], counts: dict | None = None, title: str = "consistbench") -> None:
+    from rich.console import Console
+
+    Console().print(metrics_table(metrics, counts, title))
+
+
+def bar_chart(metrics: dict[str, float], path: str | Path, title: str = "consistbench") -> Path:
+    """PNG with two panels: accuracy per row type and consistency per variant type."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmark.fileio import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for ax, names, types, label in ((axes[0], ACCURACY_METRICS, ALL_TYPES, "accuracy vs reference"),
+                                    (axes[1], CONSISTENCY_METRICS, VARIANT_TYPES, "consistency original vs variant")):
+        width = 0.8 / len(names)
+        for j, name in enumerate(names):
+            vals = [metrics.get(f"{name}_{t}", float("nan")) for t in types]
+            xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(types))]
+            bars = ax.bar(xs, vals, width, label=name)
+            ax.bar_label(bars, labels=[_fmt(v)[:4] if v == v else "" for v in vals], fontsize=7)
+        ax.set_xticks(range(len(types)), types)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(label)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,87 @@
+"""Generate filtered, deterministic variants of many questions at once.
+
+Every proposal from a generator passes the same rules the audit applies to shipped data
+(:func:`benchmark.audit_rules.check_variant`): not empty, different from the original, a real
+variant of its type, and for every type the meaning kept (embedded MiniLM cosine of at least
+:data:`VARIANT_MIN_COSINE`). Results depend only on the questions, the settings and the seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from benchmark.audit_rules import PARAPHRASE_MIN_COSINE, check_variant
+from benchmark.errors import ConsistbenchError
+from benchmark.text import normalise_question
+from benchmark.variants import VARIANT_TYPES, how_to, plural_article
+from benchmark.variants.paraphrase import Paraphraser
+
+# The meaning-kept threshold for generated variants of every type (same as the audit's).
+VARIANT_MIN_COSINE = PARAPHRASE_MIN_COSINE
+
+
+@dataclass(frozen=True)
+class Variant:
+    index: int  # position of the original in the input
+    variant_type: str
+    question: str
+    cosine: float
+    generator: dict
+
+
+def _rule_candidates(kind: str, question: str, seed: int) -> list[str]:
+    module = how_to if kind == "how_to" else plural_article
+    pool = module.candidates(question)
+    import random
+
+    random.Random(f"{seed}|{kind}|{question}").shuffle(pool)
+    return pool
+
+
+def generate_variants(questions: Sequence[str], types: Sequence[str] = VARIANT_TYPES, *, n: int = 1, seed: int = 0,
+                      paraphraser: Paraphraser | None = None, oversample: int = 3, encoder: str | None = None,
+                      progress: Callable[[str, int], None] | None = None) -> list[Variant]:
+    """Up to ``n`` accepted variants per question and type, in input order then type order."""
+    unknown = [t for t in types if t not in VARIANT_TYPES]
+    if unknown:
+        raise ConsistbenchError(f"unknown variant type {unknown[0]!r} (expected {', '.join(VARIANT_TYPES)})")
+    if "paraphrase" in types and paraphraser is None:
+        raise ConsistbenchError("paraphrase variants need a paraphraser backend")
+    proposals: dict[tuple[int, str], list[str]] = {}
+    for kind in types:
+        if kind == "paraphrase":
+            outs = paraphraser.paraphrase(list(questions), n=n * oversample, seed=seed)
+            for i, cands in enumerate(outs):
+                proposals[(i, kind)] = cands
+        else:
+            for i, q in enumerate(questions):
+                proposals[(i, kind)] = _rule_candidates(kind, q, seed)
+        if progress:
+            progress(kind, len(questions))
+    # Score meaning preservation for every distinct (original, candidate) in one encoder pass.
+    from benchmark.embedded import encode
+
+    flat = sorted({(questions[i], c) for (i, _), cands in proposals.items() for c in cands if c and c.strip()})
+    texts = sorted({t for pair in flat for t in pair})
+    index = {t: k for k, t in enumerate(texts)}
+    emb = encode(texts, encoder) if texts else None
+    accepted: list[Variant] = []
+    for i, q in enumerate(questions):
+        for kind in types:
+            seen = {normalise_question(q)}
+            kept = 0
+            for cand in proposals.get((i, kind), []):
+                if kept >= n:
+                    break
+                if not cand or not cand.strip() or normalise_question(cand) in seen:
+                    continue
+                cos = float(emb[index[q]] @ emb[index[cand]])
+                if cos < VARIANT_MIN_COSINE or check_variant(kind, q, cand, cosine=cos):
+                    continue
+                seen.add(normalise_question(cand))
+                gen = {"type": kind, "seed": seed,
+                       "backend": paraphraser.describe() if kind == "paraphrase" else f"rules:{kind}"}
+                accepted.append(Variant(i, kind, cand, round(cos, 4), gen))
+                kept += 1
+    return accepted
