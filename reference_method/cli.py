@@ -1,0 +1,8 @@
+"""Subcommands of the reference method, loaded by ``benchmark.cli`` (one import per module).
+
+``reference_method.ref_group`` owns the ``consistbench ref`` group; each module imported below
+adds its actions with ``@ref_command`` (under ``ref``) or ``@benchmark.cli.register`` (top level).
+Add one import line per module; keep ``ref_group`` first.
+"""
+
+import reference_method.ref_group  # noqa: F401  (the `ref` group; import first)
