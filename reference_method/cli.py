@@ -6,3 +6,6 @@ Add one import line per module; keep ``ref_group`` first.
 """
 
 import reference_method.ref_group  # noqa: F401  (the `ref` group; import first)
+import reference_method.weights_cli  # noqa: F401  (ref weights)
+import reference_method.merge.cli  # noqa: F401
+import reference_method.training_cli  # noqa: F401  (ref synth, ref train, doctor)

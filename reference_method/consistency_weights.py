@@ -1,0 +1,503 @@
+"""Consistency-aware merge weights: how close each fine-tune's layer geometry is to a sentence encoder's.
+
+For the base model and each fine-tuned model k, every dev query is run through the model with
+the benchmark's prompt (:func:`benchmark.prompting.prompt_text`, wrapped in the chat template
+when the tokenizer has one, as ``consistbench eval`` does). At each *row* of the network
+
+- ``embed``: the output of the token embeddings,
+- ``0 .. L-1``: the output of decoder layer l,
+- ``final``: the output of the final norm (what ``lm_head`` reads),
+
+the hidden states of the *query tokens* (the characters :func:`benchmark.prompting.question_span`
+gives) are pooled into one vector per query (``pooling``: ``mean`` by default, or ``last``) and
+L2-normalised. The per-row cosine similarity matrix over the N queries is ``S_k^l`` (N x N). The
+reference ``S_r`` is the cosine similarity of the sentence encoder's embeddings of the bare
+questions (the embedded all-MiniLM-L6-v2 by default). Then
+
+    d_k^l = distance(S_k^l - S_r)            over the off-diagonal entries
+    w_k^l = total * normalise_k(d_k^l)       smaller distance -> larger weight; sum_k w_k^l = total
+
+Options (all recorded in the JSON and in the merged model's card):
+
+- ``distance``: ``mean_abs`` (default; mean |S_k - S_r|, the paper's |S_k^l - S_r| read entrywise),
+  ``frobenius`` (||S_k - S_r||_F), ``max_abs``.
+- ``compare``: ``raw`` (default): d_k^l as above; ``delta``: d_k^l minus the base model's
+  d_base^l at the same row (negative = the fine-tune moved that layer closer to the reference
+  than the base). Under the default softmax the two give *identical* weights, because softmax
+  is invariant to subtracting one number per row; ``raw`` is the default because it is the
+  paper's formula and also valid for ``inverse_power``, which needs positive distances (``delta``
+  with ``inverse_power`` is rejected). The base's distance is recorded either way.
+- ``normalisation``: ``softmax`` (default): ``w = total * softmax(-d / tau)`` with
+  ``tau = temperature * d_base^l`` when ``temperature_scale`` is ``base`` (default), so the
+  temperature is in units of the base model's own distance at that row: distances differ
+  2-3x between rows and between model sizes, and fine-tunes differ from the base by a few per
+  cent, so one absolute temperature cannot fit every row. With the default 0.05, a model 5 %
+  of the base's distance closer than another gets e (2.7) times its weight.
+  ``temperature_scale: absolute`` uses ``tau = temperature``. ``inverse_power``:
+  ``w = total * d^-p / sum_j d_j^-p`` (``power`` p, default 2).
+- ``total`` (default 1.0): the per-row sum of the weights. With 1.0 the merge
+  ``theta_base + sum_k w_k delta_k`` is a weighted average of the fine-tunes (sum_k w_k theta_k);
+  K would add every task vector at its average weight 1 (task-arithmetic scale).
+
+Memory: the dev set is streamed in batches; forward hooks pool each batch's hidden states at
+once, so token-level activations are never kept. Per model only the pooled query vectors
+(N x hidden per row, ~37 MB for 512 queries of SmolLM2) live until that model's ``S`` is
+built; after that only the N x N matrices are kept. ``lm_head`` is not run (no logits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from benchmark.errors import ConsistbenchError, DataError
+
+FORMAT = "consistbench-consistency-weights"
+FORMAT_VERSION = 1
+DEFAULT_DEV = Path(__file__).resolve().parents[1] / "tasks" / "consistency" / "data" / "dev.jsonl"
+
+
+class WeightsOptions(BaseModel):
+    """Every option of the weights computation, with its default (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    pooling: Literal["mean", "last"] = "mean"
+    distance: Literal["mean_abs", "frobenius", "max_abs"] = "mean_abs"
+    compare: Literal["raw", "delta"] = "raw"
+    normalisation: Literal["softmax", "inverse_power"] = "softmax"
+    temperature: float = Field(0.05, gt=0)
+    temperature_scale: Literal["base", "absolute"] = "base"
+    power: float = Field(2.0, gt=0)
+    total: float = Field(1.0, gt=0)
+    batch_size: int = Field(8, gt=0)
+    max_queries: int | None = Field(256, gt=1, description="dev queries used (whole groups, file order); None: all")
+    chat_template: bool = Field(True, description="wrap the prompt in the tokenizer's chat template if it has one")
+    encoder: str | None = Field(None, description="sentence encoder for S_r (default: embedded all-MiniLM-L6-v2)")
+
+
+def options_from(**kwargs) -> WeightsOptions:
+    """Validated options (ConsistbenchError naming the bad one); pass only the options you set."""
+    try:
+        return WeightsOptions(**kwargs)
+    except ValidationError as exc:
+        from reference_method.merge.config import validation_message
+
+        raise ConsistbenchError(validation_message(exc, "weights options")) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# dev queries
+
+@dataclass(frozen=True)
+class Query:
+    context: str
+    question: str
+
+
+def load_queries(dev: str | Path | Sequence[dict], max_queries: int | None = None) -> list[Query]:
+    """Dev queries (``question`` + ``context`` per row), whole groups in file order up to ``max_queries``."""
+    from benchmark.fileio import read_jsonl
+
+    if isinstance(dev, (str, Path)):
+        where = str(dev)
+        rows = read_jsonl(dev)
+    else:
+        where, rows = "dev rows", [dict(r, __line__=i + 1) for i, r in enumerate(dev)]
+    groups: dict[str, list[Query]] = {}
+    for r in rows:
+        for key in ("question", "context"):
+            if not isinstance(r.get(key), str) or not r[key].strip():
+                raise DataError(f"{where}:{r.get('__line__', '?')}: missing or empty field {key!r}")
+        gid = str(r.get("group_id") or r.get("id") or len(groups))
+        groups.setdefault(gid, []).append(Query(r["context"], r["question"]))
+    queries: list[Query] = []
+    for members in groups.values():
+        if max_queries and len(queries) + len(members) > max_queries:
+            if not queries:
+                queries = members[:max_queries]
+            break
+        queries.extend(members)
+    if len(queries) < 2:
+        raise ConsistbenchError(f"{where}: need at least 2 dev queries, got {len(queries)}")
+    return queries
+
+
+def queries_digest(queries: Sequence[Query]) -> str:
+    h = hashlib.sha256()
+    for q in queries:
+        h.update(q.context.encode() + b"\0" + q.question.encode() + b"\n")
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# similarity matrices
+
+def _render(tokenizer, q: Query, chat_template: bool) -> tuple[str, tuple[int, int], bool]:
+    """Text to tokenize, the question's character span in it, and whether to add special tokens."""
+    from benchmark.prompting import prompt_text, question_span
+
+    text = prompt_text(q.context, q.question)
+    start, end = question_span(q.context, q.question)
+    if chat_template and getattr(tokenizer, "chat_template", None):
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                 add_generation_prompt=True)
+        at = rendered.find(text)
+        if at < 0:
+            raise ConsistbenchError("the chat template changes the prompt text; use chat_template=False")
+        return rendered, (at + start, at + end), False
+    return text, (start, end), True
+
+
+def _decoder_parts(model):
+    """(embeddings, decoder layers, final norm) modules of a causal LM."""
+    import torch
+
+    inner = getattr(model, getattr(model, "base_model_prefix", "model"), None) or model
+    n = int(getattr(model.config, "num_hidden_layers", 0) or 0)
+    layers = None
+    for module in inner.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n and n > 0:
+            layers = module
+            break
+    norm = getattr(inner, "norm", None) or getattr(inner, "final_layernorm", None) or getattr(inner, "ln_f", None)
+    if layers is None or norm is None:
+        raise ConsistbenchError(f"cannot find the decoder layers and final norm of {type(model).__name__}")
+    return inner, model.get_input_embeddings(), layers, norm
+
+
+def row_keys(num_layers: int) -> list[str]:
+    """Row names in network order: embed, 0 .. L-1, final."""
+    return ["embed", *[str(i) for i in range(num_layers)], "final"]
+
+
+def model_similarities(model_dir: str | Path, queries: Sequence[Query], options: WeightsOptions,
+                       tokenizer_dir: str | Path | None = None,
+                       progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
+    """Per-row cosine similarity matrices (N x N, float32) of one model over the queries."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir or model_dir))
+    if not getattr(tok, "is_fast", False):
+        raise ConsistbenchError(f"{tokenizer_dir or model_dir}: a fast tokenizer is needed (character offsets)")
+    tok.padding_side = "right"
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model.eval()
+    inner, embed, layers, norm = _decoder_parts(model)
+    keys = row_keys(len(layers))
+    pooled: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+    state: dict = {}
+
+    def pool(key):
+        def hook(_module, _inputs, output):
+            h = output[0] if isinstance(output, tuple) else output
+            mask = state["mask"]                                        # (B, T) float
+            if options.pooling == "mean":
+                v = (h.float() * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+            else:
+                v = h.float()[torch.arange(h.shape[0]), state["last"]]
+            pooled[key].append(torch.nn.functional.normalize(v, dim=-1))
+        return hook
+
+    handles = [embed.register_forward_hook(pool("embed")), norm.register_forward_hook(pool("final"))]
+    handles += [layer.register_forward_hook(pool(str(i))) for i, layer in enumerate(layers)]
+    try:
+        for start in range(0, len(queries), options.batch_size):
+            batch = queries[start:start + options.batch_size]
+            rendered = [_render(tok, q, options.chat_template) for q in batch]
+            enc = tok([r[0] for r in rendered], return_offsets_mapping=True, padding=True, return_tensors="pt",
+                      add_special_tokens=rendered[0][2])
+            offsets = enc.pop("offset_mapping")                        # (B, T, 2)
+            spans = torch.tensor([r[1] for r in rendered])              # (B, 2)
+            s, e = offsets[..., 0], offsets[..., 1]
+            mask = (e > spans[:, :1]) & (s < spans[:, 1:]) & (e > s) & enc["attention_mask"].bool()
+            if not mask.any(1).all():
+                raise ConsistbenchError("a query has no tokens inside its question span")
+            state["mask"] = mask.float()
+            state["last"] = mask.shape[1] - 1 - mask.flip(1).float().argmax(1)
+            with torch.inference_mode():
+                inner(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=False)
+            if progress:
+                progress(min(start + len(batch), len(queries)), len(queries))
+    finally:
+        for h in handles:
+            h.remove()
+    del model
+    out = {}
+    for k in keys:
+        p = torch.cat(pooled.pop(k))                                    # (N, H), unit rows
+        out[k] = (p @ p.T).numpy().astype(np.float32)
+    return out
+
+
+def reference_similarity(queries: Sequence[Query], encoder: str | None = None) -> np.ndarray:
+    """S_r: cosine similarities of the sentence encoder's embeddings of the bare questions."""
+    from benchmark.embedded import encode
+
+    e = np.asarray(encode([q.question.strip() for q in queries], encoder), dtype=np.float64)
+    return (e @ e.T).astype(np.float32)
+
+
+@dataclass
+class Similarities:
+    """Everything the weights are computed from: S_r, S_base and each model's S, per row."""
+
+    reference: np.ndarray
+    base: dict[str, np.ndarray]
+    models: list[dict[str, np.ndarray]]
+    num_layers: int
+    meta: dict = field(default_factory=dict)
+
+    def save(self, path: str | Path) -> Path:
+        from benchmark.fileio import atomic_path
+
+        arrays = {"reference": self.reference}
+        arrays |= {f"base/{k}": v for k, v in self.base.items()}
+        for i, m in enumerate(self.models):
+            arrays |= {f"model{i}/{k}": v for k, v in m.items()}
+        arrays["meta"] = np.frombuffer(json.dumps(self.meta | {"num_layers": self.num_layers}).encode(), dtype=np.uint8)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Similarities:
+        path = Path(path)
+        if not path.is_file():
+            raise ConsistbenchError(f"{path}: no such similarities file")
+        with np.load(path) as z:
+            meta = json.loads(bytes(z["meta"]).decode())
+            n = meta.pop("num_layers")
+            keys = row_keys(n)
+            k = sum(1 for name in z.files if name.endswith("/embed")) - 1
+            return cls(reference=z["reference"], base={r: z[f"base/{r}"] for r in keys},
+                       models=[{r: z[f"model{i}/{r}"] for r in keys} for i in range(k)], num_layers=n, meta=meta)
+
+
+def collect_similarities(base: str | Path, models: Sequence[str | Path], queries: Sequence[Query],
+                         options: WeightsOptions, log: Callable[[str], None] | None = None) -> Similarities:
+    """Run the base and every model over the queries (one model in memory at a time)."""
+    log = log or (lambda _msg: None)
+    t0 = time.perf_counter()
+    s_ref = reference_similarity(queries, options.encoder)
+    log(f"reference S_r from the sentence encoder: {len(queries)} queries, {time.perf_counter() - t0:.1f}s")
+    out: list[dict[str, np.ndarray]] = []
+    for i, path in enumerate([base, *models]):
+        t1 = time.perf_counter()
+        out.append(model_similarities(path, queries, options, tokenizer_dir=base))
+        log(f"{'base' if i == 0 else f'model {i}'} {Path(path).name}: {time.perf_counter() - t1:.1f}s")
+    num_layers = len(out[0]) - 2
+    return Similarities(reference=s_ref, base=out[0], models=out[1:], num_layers=num_layers)
+
+
+# ---------------------------------------------------------------------------------------------
+# distances and weights
+
+def _off_diagonal(n: int):
+    return np.triu_indices(n, k=1)
+
+
+DISTANCES: dict[str, Callable[[np.ndarray], float]] = {
+    # x: the upper-triangle (i < j) entries of S_k - S_r; the matrices are symmetric.
+    "mean_abs": lambda x: float(np.mean(np.abs(x))),
+    "frobenius": lambda x: float(np.sqrt(2.0 * np.sum(np.square(x, dtype=np.float64)))),
+    "max_abs": lambda x: float(np.max(np.abs(x))),
+}
+
+
+def distance(s: np.ndarray, s_ref: np.ndarray, kind: str = "mean_abs") -> float:
+    """d = kind(S - S_r) over the off-diagonal entries."""
+    iu = _off_diagonal(s.shape[0])
+    return DISTANCES[kind](s[iu].astype(np.float64) - s_ref[iu].astype(np.float64))
+
+
+def normalise(d: Sequence[float], options: WeightsOptions, base_distance: float | None = None) -> np.ndarray:
+    """Weights over models from their distances at one row (smaller distance -> larger weight)."""
+    d = np.asarray(d, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        if options.normalisation == "softmax":
+            tau = options.temperature
+            if options.temperature_scale == "base":
+                if base_distance is None:
+                    raise ValueError("temperature_scale 'base' needs the base model's distance")
+                tau *= base_distance
+            x = -d / tau
+            x = x - np.max(x)
+            e = np.exp(x)
+            w = e / e.sum()
+        elif options.normalisation == "inverse_power":
+            if np.any(d <= 0):
+                raise ConsistbenchError("inverse_power normalisation needs positive distances "
+                                        f"(got {d.tolist()}); use compare 'raw' or softmax")
+            inv = d ** -options.power
+            w = inv / inv.sum()
+        else:  # pragma: no cover - pydantic restricts the value
+            raise ValueError(options.normalisation)
+    return options.total * w
+
+
+def weights_from_similarities(sims: Similarities, options: WeightsOptions, labels: Sequence[str]) -> dict:
+    """Distances and weights per row and model; ConsistbenchError on any non-finite weight."""
+    keys = row_keys(sims.num_layers)
+    raw = {r: [distance(m[r], sims.reference, options.distance) for m in sims.models] for r in keys}
+    base = {r: distance(sims.base[r], sims.reference, options.distance) for r in keys}
+    d = {r: ([x - base[r] for x in raw[r]] if options.compare == "delta" else raw[r]) for r in keys}
+    w = {r: normalise(d[r], options, base[r]).tolist() for r in keys}
+    for r in keys:
+        for k, value in enumerate(w[r]):
+            if not math.isfinite(value):
+                where = "embeddings" if r == "embed" else "final norm" if r == "final" else f"layer {r}"
+                raise ConsistbenchError(f"non-finite consistency weight ({value}) for model {labels[k]} at {where} "
+                                        f"(distances {d[r]}, base distance {base[r]}): the similarity matrices "
+                                        "are degenerate; check the models for NaN weights")
+
+    def split(m):
+        return {"embed": m["embed"], "layers": [m[str(i)] for i in range(sims.num_layers)], "final": m["final"]}
+
+    return {"weights": split(w), "distances": split(d), "raw_distances": split(raw), "base_distances": split(base)}
+
+
+def compute_weights(base: str | Path, models: Sequence[str | Path], dev: str | Path | Sequence[dict] = DEFAULT_DEV,
+                    options: WeightsOptions | None = None, *, labels: Sequence[str] | None = None,
+                    similarities_out: str | Path | None = None, similarities_in: str | Path | None = None,
+                    log: Callable[[str], None] | None = None) -> dict:
+    """The whole computation; returns the weights document (see :func:`write_weights`).
+
+    ``similarities_in``: reuse matrices saved by an earlier run (``similarities_out``) instead of
+    running the models, e.g. to try another distance or normalisation.
+    """
+    from benchmark import __version__
+    from reference_method.merge.checks import check_models
+    from reference_method.merge.io import LazyModel
+
+    options = options or WeightsOptions()
+    if not models:
+        raise ConsistbenchError("no fine-tuned models given")
+    labels = list(labels or _unique_labels(models))
+    t0 = time.perf_counter()
+    if similarities_in:
+        sims = Similarities.load(similarities_in)
+        if len(sims.models) != len(models):
+            raise ConsistbenchError(f"{similarities_in} holds {len(sims.models)} models, {len(models)} given")
+        dev_meta = sims.meta.get("dev", {})
+    else:
+        ref = LazyModel(base, label=f"base ({Path(base).name})")
+        others = [LazyModel(m, label=lbl) for m, lbl in zip(models, labels)]
+        check_models(ref, others)
+        queries = load_queries(dev, options.max_queries)
+        dev_meta = {"path": str(Path(dev).resolve()) if isinstance(dev, (str, Path)) else None,
+                    "n_queries": len(queries), "sha256": queries_digest(queries)}
+        sims = collect_similarities(base, models, queries, options, log=log)
+        sims.meta = {"dev": dev_meta}
+        if similarities_out:
+            sims.save(similarities_out)
+    result = weights_from_similarities(sims, options, labels)
+    return {
+        "format": FORMAT, "version": FORMAT_VERSION, "consistbench_version": __version__,
+        "base": {"path": str(Path(base).resolve()), "label": Path(base).name},
+        "models": [{"path": str(Path(m).resolve()), "label": lbl} for m, lbl in zip(models, labels)],
+        "dev": dev_meta, "num_layers": sims.num_layers, "rows": row_keys(sims.num_layers),
+        "options": options.model_dump(), **result,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def _unique_labels(models: Sequence[str | Path]) -> list[str]:
+    labels = [Path(m).name for m in models]
+    if len(set(labels)) != len(labels):
+        labels = [f"{i}:{lbl}" for i, lbl in enumerate(labels)]
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+def check_weights_doc(doc: dict, where: str = "weights") -> dict:
+    """Validate a weights document's shape and that every weight is finite (ConsistbenchError)."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ConsistbenchError(f"{where}: not a consistbench consistency-weights file")
+    try:
+        k = len(doc["models"])
+        n = int(doc["num_layers"])
+        w = doc["weights"]
+        rows = [("embeddings", w["embed"])] + [(f"layer {i}", r) for i, r in enumerate(w["layers"])]
+        rows.append(("final norm", w["final"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConsistbenchError(f"{where}: malformed weights file ({exc})") from None
+    if len(w["layers"]) != n:
+        raise ConsistbenchError(f"{where}: {len(w['layers'])} layer rows but num_layers is {n}")
+    for row, values in rows:
+        if not isinstance(values, list) or len(values) != k:
+            raise ConsistbenchError(f"{where}: {row} has {len(values) if isinstance(values, list) else '?'} "
+                                    f"weights for {k} models")
+        for j, v in enumerate(values):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise ConsistbenchError(f"{where}: non-finite weight {v!r} for model {doc['models'][j].get('label')} "
+                                        f"at {row}")
+    return doc
+
+
+def load_weights(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConsistbenchError(f"{path}: no such weights file")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))  # NaN / Infinity parse; rejected below
+    except json.JSONDecodeError as exc:
+        raise ConsistbenchError(f"{path}: invalid JSON ({exc.msg})") from None
+    return check_weights_doc(doc, str(path))
+
+
+def write_weights(doc: dict, path: str | Path, heatmap: str | Path | None = None) -> tuple[Path, Path | None]:
+    """Write the JSON (atomically) and, unless ``heatmap`` is False-y, the heatmap PNG beside it."""
+    from benchmark.fileio import write_json
+
+    check_weights_doc(doc, str(path))
+    write_json(path, doc)
+    png = None
+    if heatmap:
+        png = plot_heatmap(doc, heatmap)
+    return Path(path), png
+
+
+def plot_heatmap(doc: dict, path: str | Path) -> Path:
+    """Layers x models heatmap of the weights (embeddings at the top, final norm at the bottom)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmark.fileio import atomic_path
+
+    w = doc["weights"]
+    matrix = np.array([w["embed"], *w["layers"], w["final"]], dtype=np.float64)
+    ylabels = ["embed"] + [f"layer {i}" for i in range(len(w["layers"]))] + ["final"]
+    xlabels = [m["label"] for m in doc["models"]]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(xlabels), 1.4 + 0.28 * len(ylabels)))
+    im = ax.imshow(matrix, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(xlabels)), xlabels, rotation=30, ha="right")
+    ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7 if len(ylabels) > 20 else 9)
+    if matrix.size <= 60 * 6:
+        for (i, j), v in np.ndenumerate(matrix):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="w" if v < matrix.mean() else "k")
+    o = doc["options"]
+    ax.set_title(f"consistency weights ({o['distance']}, {o['normalisation']}, total {o['total']:g})", fontsize=9)
+    fig.colorbar(im, ax=ax, label="weight w_k^l")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,132 @@
+"""The consistency-aware layer-wise merge (the reference method's own merge).
+
+    theta^l = theta_base^l + sum_k w_k^l * delta_k^l,     delta_k^l = theta_k^l - theta_base^l
+
+with ``w_k^l`` from a weights file written by ``consistbench ref weights``
+(:mod:`reference_method.consistency_weights`). Which weights a tensor gets:
+
+- a tensor of decoder layer l (``model.layers.<l>.*``): the row of layer l;
+- the token embeddings (and a tied ``lm_head``, which *is* that tensor): the ``embed`` row,
+  measured on the embeddings' output;
+- the final norm, an untied ``lm_head`` and any other tensor outside the layers: the ``final``
+  row, measured on the final norm's output (what ``lm_head`` reads).
+
+``non_layer: mean`` gives the embeddings and final tensors each model's mean weight over the
+layers instead; ``non_layer: base`` keeps the base's values for them (weight 0).
+
+``sparsify``: ``none`` (default); ``dare``: each delta keeps an entry with probability
+``density`` and divides kept entries by it (peft's ``prune(..., "random", rescale=True)``);
+``ties``: each delta keeps its ``density`` largest magnitudes, then entries whose sign
+disagrees with the elected sign (peft's ``calculate_majority_sign_mask`` over the trimmed
+deltas) are zeroed. The weighted sum is then taken as above (no TIES disjoint mean: the
+consistency weights already say how much of each model to take).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from benchmark.errors import ConsistbenchError
+from reference_method.merge import ops
+from reference_method.merge.methods import mergekit_doc
+from reference_method.merge.plan import tensor_group
+from reference_method.merge.registry import MethodParams, TensorInputs, merge_method
+
+
+class ConsistencyParams(MethodParams):
+    weights_file: str = Field(description="JSON written by `consistbench ref weights` (relative to the config)")
+    sparsify: Literal["none", "dare", "ties"] = "none"
+    density: float = Field(0.5, gt=0, le=1, description="kept share of each delta when sparsify is dare or ties")
+    seed: int = Field(0, description="seed of the DARE drop masks (per tensor: ops.tensor_seed(seed, name))")
+    majority_sign_method: Literal["total", "frequency"] = "total"
+    non_layer: Literal["measured", "mean", "base"] = Field(
+        "measured", description="weights of embeddings / final norm / lm_head: their measured rows, the "
+                                "mean over layers, or base (keep the base's values)")
+
+
+def group_weights(config, params: ConsistencyParams, num_layers: int | None = None) -> dict:
+    """``{"embed": [K], "layers": [[K] per layer], "final": [K]}`` in the config's model order."""
+    from reference_method.consistency_weights import load_weights
+
+    doc = load_weights(params.weights_file)
+    where = params.weights_file
+    doc_models = doc["models"]
+    if len(doc_models) != len(config.models):
+        raise ConsistbenchError(f"{where}: weights for {len(doc_models)} models, the config merges {len(config.models)} "
+                                "(the weights are normalised over one set of models)")
+    order = []
+    for m in config.models:
+        path = str(Path(m.path).resolve())
+        hits = [i for i, d in enumerate(doc_models) if d.get("path") == path]
+        if not hits:
+            hits = [i for i, d in enumerate(doc_models) if Path(d.get("path", "")).name == Path(path).name]
+        if len(hits) != 1:
+            raise ConsistbenchError(f"{where}: no weights for model {m.label} ({path}); the file has "
+                                    f"{[d.get('label') for d in doc_models]}")
+        order.append(hits[0])
+    if len(set(order)) != len(order):
+        raise ConsistbenchError(f"{where}: two config models map to the same weights column")
+    if num_layers is not None and doc["num_layers"] != num_layers:
+        raise ConsistbenchError(f"{where}: weights for {doc['num_layers']} layers, the base has {num_layers}")
+    w = doc["weights"]
+
+    def pick(row):
+        return [float(row[i]) for i in order]
+
+    layers = [pick(r) for r in w["layers"]]
+    embed, final = pick(w["embed"]), pick(w["final"])
+    if params.non_layer == "mean":
+        mean = [sum(col) / len(layers) for col in zip(*layers)] if layers else embed
+        embed = final = mean
+    elif params.non_layer == "base":
+        embed = final = [0.0] * len(order)
+    return {"embed": embed, "layers": layers, "final": final, "doc": doc}
+
+
+def _weights(config, params: ConsistencyParams, plan):
+    gw = group_weights(config, params, plan.num_layers)
+
+    def weights_for(name: str):
+        g = tensor_group(name)
+        return gw["layers"][g] if isinstance(g, int) else gw[g]
+
+    return weights_for
+
+
+def _mk_consistency(config, p: ConsistencyParams, plan):
+    gw = group_weights(config, p, plan.num_layers)
+    outside = [n for n in plan.names if not isinstance(tensor_group(n), int)]
+    per_model = []
+    for k, _m in enumerate(config.models):
+        # mergekit evaluates the first matching filter: exact names outside the layers first, then
+        # the per-layer list (a "gradient" with one value per layer, exact at every layer index).
+        conds = [{"filter": n, "value": gw[tensor_group(n)][k]} for n in outside]
+        conds.append({"value": [row[k] for row in gw["layers"]]})
+        params = {"weight": conds}
+        if p.sparsify != "none":
+            params["density"] = p.density
+        per_model.append(params)
+    if p.sparsify == "none":
+        return mergekit_doc(config, plan, "task_arithmetic", per_model)
+    if p.sparsify == "dare":
+        return mergekit_doc(config, plan, "dare_linear", per_model, {"normalize": False, "rescale": True})
+    return mergekit_doc(config, plan, "ties", per_model, {"normalize": False})
+
+
+@merge_method("consistency", params=ConsistencyParams, weights=_weights, mergekit=_mk_consistency,
+              elementwise=lambda p: p.sparsify == "none" or p.density >= 1)
+def consistency(t: TensorInputs, p: ConsistencyParams):
+    """Layer-wise consistency-aware task arithmetic: theta_base^l + sum_k w_k^l delta_k^l."""
+    import torch
+
+    mu = ops.merge_utils()
+    deltas = t.deltas
+    if p.sparsify == "dare":
+        deltas = [ops.prune(d, p.density, "random", rescale=True) for d in deltas]
+    elif p.sparsify == "ties":
+        stacked = torch.stack([ops.prune(d, p.density, "magnitude") for d in deltas], dim=0)
+        deltas = list(stacked * mu.calculate_majority_sign_mask(stacked, method=p.majority_sign_method))
+    return t.base + mu.task_arithmetic(deltas, t.weights)

@@ -1,0 +1,118 @@
+"""The registry of merge methods: a name, a parameters model and one function per tensor.
+
+Adding a method is a decorator and a small function (docs/MERGING.md, "Create a merge method")::
+
+    class ScaledParams(MethodParams):
+        scale: float = 1.0
+
+    @merge_method("scaled_task_arithmetic", params=ScaledParams)
+    def scaled(t: TensorInputs, p: ScaledParams) -> torch.Tensor:
+        deltas = [m - t.base for m in t.models]
+        return t.base + p.scale * ops.merge_utils().task_arithmetic(deltas, t.weights)
+
+The engine calls the function once per tensor (or per slice of a tensor when the method is
+``elementwise``), with float32 inputs, inside a torch RNG seeded from ``t.seed``; it writes the
+result in the output dtype and drops it. A method never sees more than one tensor name at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+from benchmark.errors import ConsistbenchError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from reference_method.merge.config import MergeConfig
+    from reference_method.merge.plan import MergePlan
+
+
+class MethodParams(BaseModel):
+    """Base class of every method's parameters: unknown keys and NaN/inf are errors."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+@dataclass
+class TensorInputs:
+    """What a method sees for one tensor (or one slice of it); all tensors float32, same shape."""
+
+    name: str                      # the tensor's name, e.g. "model.layers.3.mlp.up_proj.weight"
+    base: torch.Tensor | None      # the base model's tensor (None for methods with needs_base=False)
+    models: list[torch.Tensor]     # one per input model, in config order
+    weights: torch.Tensor          # shape (K,): this tensor's per-model weights
+    seed: int                      # per-tensor seed (the engine has already seeded torch with it)
+    layer: int | None = None       # decoder layer index, None for embeddings / final norm / lm_head
+
+    @property
+    def deltas(self) -> list[torch.Tensor]:
+        """Task vectors ``theta_k - theta_base``."""
+        return [m - self.base for m in self.models]
+
+
+WeightsFn = Callable[[str], Sequence[float]]
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    name: str
+    fn: Callable[[TensorInputs, Any], torch.Tensor]
+    params: type[MethodParams]
+    needs_base: bool = True
+    # True if the result for a slice of a tensor is the slice of the result (no tensor-wide
+    # statistic, no randomness): the engine then streams large tensors in slices.
+    elementwise: bool | Callable[[Any], bool] = True
+    # Per-tensor, per-model weights; default: each model's `weight` from the config.
+    weights: Callable[[MergeConfig, Any, MergePlan], WeightsFn] | None = None
+    # Build the mergekit YAML mapping for this config, or None if mergekit has no such method.
+    mergekit: Callable[[MergeConfig, Any, MergePlan], dict] | None = None
+    summary: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def is_elementwise(self, params) -> bool:
+        return self.elementwise(params) if callable(self.elementwise) else bool(self.elementwise)
+
+
+_REGISTRY: dict[str, MergeMethod] = {}
+_BUILTINS_LOADED = False
+
+
+def merge_method(name: str, *, params: type[MethodParams] = MethodParams, needs_base: bool = True,
+                 elementwise: bool | Callable[[Any], bool] = True, weights=None, mergekit=None):
+    """Register the decorated function as merge method ``name`` (see the module docstring)."""
+
+    def decorate(fn):
+        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+            raise ValueError(f"merge method {name!r} is already registered")
+        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        _REGISTRY[name] = MergeMethod(name=name, fn=fn, params=params, needs_base=needs_base,
+                                      elementwise=elementwise, weights=weights, mergekit=mergekit, summary=summary)
+        return fn
+
+    return decorate
+
+
+def _load_builtins() -> None:
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED = True
+        import reference_method.merge.consistency  # noqa: F401
+        import reference_method.merge.methods  # noqa: F401
+
+
+def get_method(name: str) -> MergeMethod:
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise ConsistbenchError(f"unknown merge method {name!r} (known: {', '.join(sorted(_REGISTRY))})")
+    return _REGISTRY[name]
+
+
+def registered_methods() -> dict[str, MergeMethod]:
+    """All registered methods by name."""
+    _load_builtins()
+    return dict(sorted(_REGISTRY.items()))

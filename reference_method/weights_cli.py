@@ -1,0 +1,65 @@
+"""``consistbench ref weights``: per-layer, per-model consistency weights for the merge."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from reference_method.ref_group import ref_command
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from reference_method.consistency_weights import compute_weights, options_from, write_weights
+
+    opts = {k: getattr(args, k) for k in ("pooling", "distance", "compare", "normalisation", "temperature",
+                                          "temperature_scale", "power", "total", "batch_size", "encoder")
+            if getattr(args, k) is not None}
+    if args.max_queries is not None:
+        opts["max_queries"] = args.max_queries or None
+    if args.no_chat_template:
+        opts["chat_template"] = False
+    options = options_from(**opts)
+    doc = compute_weights(args.base, args.models, args.dev, options, labels=args.labels,
+                          similarities_out=args.save_similarities, similarities_in=args.from_similarities,
+                          log=print)
+    heatmap = None if args.no_heatmap else (args.heatmap or Path(args.output).with_suffix(".png"))
+    json_path, png = write_weights(doc, args.output, heatmap)
+    print(f"wrote {json_path}" + (f" and {png}" if png else ""))
+    w = doc["weights"]
+    mean = [sum(col) / len(w["layers"]) for col in zip(*w["layers"])] if w["layers"] else w["embed"]
+    for m, x in zip(doc["models"], mean):
+        print(f"  {m['label']}: mean layer weight {x:.4f}")
+    return 0
+
+
+@ref_command
+def add(ref_sub: argparse._SubParsersAction) -> None:
+    from reference_method.consistency_weights import DEFAULT_DEV
+
+    p = ref_sub.add_parser("weights", help="consistency-aware per-layer merge weights from dev-set activations",
+                           description="Compute w_k^l for `consistbench merge` (method: consistency). "
+                                       "Defaults are documented in reference_method/consistency_weights.py "
+                                       "and docs/MERGING.md.")
+    p.add_argument("--base", required=True, help="base model folder")
+    p.add_argument("--models", nargs="+", required=True, help="fine-tuned model folders (same architecture)")
+    p.add_argument("--labels", nargs="+", help="names of the models in the JSON and heatmap (default: folder names)")
+    p.add_argument("--dev", default=str(DEFAULT_DEV), help="dev JSONL with question and context (default: shipped dev)")
+    p.add_argument("-o", "--output", required=True, help="weights JSON to write")
+    p.add_argument("--heatmap", help="heatmap PNG (default: the output with .png)")
+    p.add_argument("--no-heatmap", action="store_true")
+    p.add_argument("--pooling", choices=("mean", "last"), help="pool query tokens (default mean)")
+    p.add_argument("--distance", choices=("mean_abs", "frobenius", "max_abs"), help="default mean_abs")
+    p.add_argument("--compare", choices=("raw", "delta"), help="default raw")
+    p.add_argument("--normalisation", choices=("softmax", "inverse_power"), help="default softmax")
+    p.add_argument("--temperature", type=float, help="softmax temperature (default 0.05)")
+    p.add_argument("--temperature-scale", choices=("base", "absolute"),
+                   help="temperature in units of the base's distance (default) or absolute")
+    p.add_argument("--power", type=float, help="inverse_power exponent (default 2)")
+    p.add_argument("--total", type=float, help="per-layer sum of the weights (default 1)")
+    p.add_argument("--batch-size", type=int, help="dev queries per forward pass (default 8)")
+    p.add_argument("--max-queries", type=int, help="dev queries used, whole groups (default 256; 0: all)")
+    p.add_argument("--no-chat-template", action="store_true", help="use the bare prompt, not the chat template")
+    p.add_argument("--encoder", help="sentence encoder for S_r (default: embedded all-MiniLM-L6-v2)")
+    p.add_argument("--save-similarities", metavar="NPZ", help="also save every S matrix (to re-weight later)")
+    p.add_argument("--from-similarities", metavar="NPZ", help="reuse saved S matrices instead of running models")
+    p.set_defaults(func=cmd_weights)
