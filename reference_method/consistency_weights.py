@@ -182,10 +182,23 @@ def row_keys(num_layers: int) -> list[str]:
 
 def model_similarities(model_dir: str | Path, queries: Sequence[Query], options: WeightsOptions,
                        tokenizer_dir: str | Path | None = None,
-                       progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-    """Per-row cosine similarity matrices (N x N, float32) of one model over the queries."""
+                       progress: Callable[[int, int], None] | None = None,
+                       threads: int | None = None) -> dict[str, np.ndarray]:
+    """Per-row cosine similarity matrices (N x N, float32) of one model over the queries.
+
+    ``threads``: torch intra-op threads for the forward passes (default: torch's own choice).
+    On a machine whose cores are busy, 1 can be twice as fast as 2 (OpenMP threads spin).
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if threads:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return model_similarities(model_dir, queries, options, tokenizer_dir, progress)
+        finally:
+            torch.set_num_threads(previous)
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir or model_dir))
     if not getattr(tok, "is_fast", False):
@@ -214,9 +227,11 @@ def model_similarities(model_dir: str | Path, queries: Sequence[Query], options:
     handles = [embed.register_forward_hook(pool("embed")), norm.register_forward_hook(pool("final"))]
     handles += [layer.register_forward_hook(pool(str(i))) for i, layer in enumerate(layers)]
     try:
+        # batches of similar length (less padding); results are put back in query order below
+        rendered_all = [_render(tok, q, options.chat_template) for q in queries]
+        order = sorted(range(len(queries)), key=lambda i: len(rendered_all[i][0]))
         for start in range(0, len(queries), options.batch_size):
-            batch = queries[start:start + options.batch_size]
-            rendered = [_render(tok, q, options.chat_template) for q in batch]
+            rendered = [rendered_all[i] for i in order[start:start + options.batch_size]]
             enc = tok([r[0] for r in rendered], return_offsets_mapping=True, padding=True, return_tensors="pt",
                       add_special_tokens=rendered[0][2])
             offsets = enc.pop("offset_mapping")                        # (B, T, 2)
@@ -230,14 +245,16 @@ def model_similarities(model_dir: str | Path, queries: Sequence[Query], options:
             with torch.inference_mode():
                 inner(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=False)
             if progress:
-                progress(min(start + len(batch), len(queries)), len(queries))
+                progress(min(start + len(rendered), len(queries)), len(queries))
     finally:
         for h in handles:
             h.remove()
     del model
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(len(order))
     out = {}
     for k in keys:
-        p = torch.cat(pooled.pop(k))                                    # (N, H), unit rows
+        p = torch.cat(pooled.pop(k))[inverse]                           # (N, H), unit rows, query order
         out[k] = (p @ p.T).numpy().astype(np.float32)
     return out
 
@@ -288,7 +305,8 @@ class Similarities:
 
 
 def collect_similarities(base: str | Path, models: Sequence[str | Path], queries: Sequence[Query],
-                         options: WeightsOptions, log: Callable[[str], None] | None = None) -> Similarities:
+                         options: WeightsOptions, log: Callable[[str], None] | None = None,
+                         threads: int | None = None) -> Similarities:
     """Run the base and every model over the queries (one model in memory at a time)."""
     log = log or (lambda _msg: None)
     t0 = time.perf_counter()
@@ -297,7 +315,7 @@ def collect_similarities(base: str | Path, models: Sequence[str | Path], queries
     out: list[dict[str, np.ndarray]] = []
     for i, path in enumerate([base, *models]):
         t1 = time.perf_counter()
-        out.append(model_similarities(path, queries, options, tokenizer_dir=base))
+        out.append(model_similarities(path, queries, options, tokenizer_dir=base, threads=threads))
         log(f"{'base' if i == 0 else f'model {i}'} {Path(path).name}: {time.perf_counter() - t1:.1f}s")
     num_layers = len(out[0]) - 2
     return Similarities(reference=s_ref, base=out[0], models=out[1:], num_layers=num_layers)
@@ -373,7 +391,7 @@ def weights_from_similarities(sims: Similarities, options: WeightsOptions, label
 def compute_weights(base: str | Path, models: Sequence[str | Path], dev: str | Path | Sequence[dict] = DEFAULT_DEV,
                     options: WeightsOptions | None = None, *, labels: Sequence[str] | None = None,
                     similarities_out: str | Path | None = None, similarities_in: str | Path | None = None,
-                    log: Callable[[str], None] | None = None) -> dict:
+                    log: Callable[[str], None] | None = None, threads: int | None = None) -> dict:
     """The whole computation; returns the weights document (see :func:`write_weights`).
 
     ``similarities_in``: reuse matrices saved by an earlier run (``similarities_out``) instead of
@@ -400,7 +418,7 @@ def compute_weights(base: str | Path, models: Sequence[str | Path], dev: str | P
         queries = load_queries(dev, options.max_queries)
         dev_meta = {"path": str(Path(dev).resolve()) if isinstance(dev, (str, Path)) else None,
                     "n_queries": len(queries), "sha256": queries_digest(queries)}
-        sims = collect_similarities(base, models, queries, options, log=log)
+        sims = collect_similarities(base, models, queries, options, log=log, threads=threads)
         sims.meta = {"dev": dev_meta}
         if similarities_out:
             sims.save(similarities_out)

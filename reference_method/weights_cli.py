@@ -21,7 +21,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
     options = options_from(**opts)
     doc = compute_weights(args.base, args.models, args.dev, options, labels=args.labels,
                           similarities_out=args.save_similarities, similarities_in=args.from_similarities,
-                          log=print)
+                          log=print, threads=args.threads)
     heatmap = None if args.no_heatmap else (args.heatmap or Path(args.output).with_suffix(".png"))
     json_path, png = write_weights(doc, args.output, heatmap)
     print(f"wrote {json_path}" + (f" and {png}" if png else ""))
@@ -60,6 +60,7 @@ def add(ref_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queries", type=int, help="dev queries used, whole groups (default 256; 0: all)")
     p.add_argument("--no-chat-template", action="store_true", help="use the bare prompt, not the chat template")
     p.add_argument("--encoder", help="sentence encoder for S_r (default: embedded all-MiniLM-L6-v2)")
+    p.add_argument("--threads", type=int, help="torch threads for the forward passes (default: torch's choice)")
     p.add_argument("--save-similarities", metavar="NPZ", help="also save every S matrix (to re-weight later)")
     p.add_argument("--from-similarities", metavar="NPZ", help="reuse saved S matrices instead of running models")
     p.set_defaults(func=cmd_weights)

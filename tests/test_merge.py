@@ -114,10 +114,22 @@ def test_ties_equals_its_formula(pico, states, tmp_path):
     assert_close(load_state(tmp_path / "out"), expected)
 
 
+def _blocks(n):
+    from reference_method.merge.ops import RNG_BLOCK
+
+    return [(a, min(n, a + RNG_BLOCK)) for a in range(0, n, RNG_BLOCK)]
+
+
 def _dare_masks(name, seed, deltas, density):
-    """The masks DARE draws for one tensor: bernoulli(density), one per delta, in model order."""
-    torch.manual_seed(tensor_seed(seed, name))
-    return [torch.bernoulli(torch.full_like(d, density)) for d in deltas]
+    """The masks DARE draws for one tensor: per block of RNG_BLOCK flat elements, seeded with
+    tensor_seed(seed, name, start), bernoulli(density) for each delta in model order."""
+    flat = [d.reshape(-1) for d in deltas]
+    masks = [torch.empty_like(f) for f in flat]
+    for a, b in _blocks(flat[0].numel()):
+        torch.manual_seed(tensor_seed(seed, name, a))
+        for m, f in zip(masks, flat):
+            m[a:b] = torch.bernoulli(torch.full_like(f[a:b], density))
+    return [m.reshape(d.shape) for m, d in zip(masks, deltas)]
 
 
 def test_dare_linear_equals_its_formula(pico, states, tmp_path):
@@ -138,10 +150,15 @@ def test_dare_ties_equals_its_formula_and_agrees_with_peft_for_the_same_seed(pic
     out = load_state(tmp_path / "out")
     b = states["base"]
     peft_ops = merge_utils()
+    assert len(_blocks(b["model.embed_tokens.weight"].numel())) > 1  # several RNG blocks
     for n in b:
         deltas = [states[m][n] - b[n] for m in FTS]
-        torch.manual_seed(tensor_seed(seed, n))
-        via_peft = b[n] + peft_ops.dare_ties(deltas, torch.tensor(w), density)
+        flat = [d.reshape(-1) for d in deltas]
+        via_peft = torch.empty_like(flat[0])
+        for a, e in _blocks(flat[0].numel()):
+            torch.manual_seed(tensor_seed(seed, n, a))
+            via_peft[a:e] = peft_ops.dare_ties([f[a:e] for f in flat], torch.tensor(w), density)
+        via_peft = b[n] + via_peft.reshape(b[n].shape)
         assert float((out[n] - via_peft).abs().max()) <= 1e-6, n
         masks = _dare_masks(n, seed, deltas, density)
         kept = torch.stack([mk * d / density for mk, d in zip(masks, deltas)])
@@ -153,6 +170,10 @@ def test_dare_ties_equals_its_formula_and_agrees_with_peft_for_the_same_seed(pic
     merge(config(pico, "dare_ties", w, parameters={"density": density, "seed": seed + 1}), tmp_path / "other")
     other = load_state(tmp_path / "other")
     assert not torch.equal(other["model.layers.0.mlp.up_proj.weight"], out["model.layers.0.mlp.up_proj.weight"])
+    # the masks do not depend on how the engine slices the tensors
+    merge(config(pico, "dare_ties", w, parameters={"density": density, "seed": seed}, chunk_elements=999),
+          tmp_path / "sliced")
+    assert_close(load_state(tmp_path / "sliced"), out, atol=0)
 
 
 def write_weights_doc(path: Path, pico, rows: dict, models=FTS, value=None) -> Path:
@@ -234,6 +255,19 @@ def test_consistency_with_ties_sparsified_deltas(pico, states, tmp_path):
         return [t * (t.sign() == sign) for t in trimmed]
 
     assert_close(load_state(tmp_path / "out"), _consistency_expected(states, ROWS, ties))
+
+
+def test_fused_weighted_sums_equal_peft_task_arithmetic():
+    from reference_method.merge import ops
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(1000, generator=g)
+    models = [base + 0.01 * torch.randn(1000, generator=g) for _ in range(3)]
+    w = torch.tensor([0.7, -0.2, 1.5])
+    peft_ops = merge_utils()
+    assert torch.allclose(ops.weighted_delta_sum(base, models, w),
+                          peft_ops.task_arithmetic([m - base for m in models], w), atol=1e-7)
+    assert torch.allclose(ops.weighted_sum(models, w), peft_ops.task_arithmetic(models, w), atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,6 +483,23 @@ def test_bad_nan_in_a_model_is_caught_in_the_output(pico, tmp_path, capsys):
     cfg = config(pico, "task_arithmetic").model_dump()
     cfg["models"][1]["path"] = str(bad)
     _fails(tmp_path, cfg, capsys, "non-finite values", "model.layers.2.self_attn.v_proj.weight")
+
+
+def test_output_folder_never_replaces_an_input_or_a_foreign_folder(pico, tmp_path):
+    cfg = config(pico, "task_arithmetic")
+    with pytest.raises(ConsistbenchError, match="is or contains the input"):
+        merge(cfg, pico["ft2"])
+    with pytest.raises(ConsistbenchError, match="is or contains the input"):
+        merge(cfg, pico["ft2"].parent)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(ConsistbenchError, match="not an earlier merge's output"):
+        merge(cfg, foreign)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    merge(cfg, tmp_path / "again")
+    merge(cfg, tmp_path / "again")  # an earlier merge's output is replaced
+    assert (tmp_path / "again" / "merge_config.yaml").is_file()
 
 
 def test_bad_input_raises_before_the_output_exists(pico, tmp_path):

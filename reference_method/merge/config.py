@@ -63,8 +63,10 @@ class MergeConfig(StrictModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     dtype: DType = "auto"
     max_shard_size: str | int = Field(default="5GB", description="largest output shard (bytes or '500MB', '5GB')")
-    chunk_elements: int = Field(default=1 << 21, gt=0,
+    chunk_elements: int = Field(default=1 << 18, gt=0,
                                 description="elementwise methods process tensors in slices of this many elements")
+    threads: int = Field(default=1, gt=0, description="torch intra-op threads while merging (memory-bound work: "
+                                                      "more threads mostly add contention)")
 
     @field_validator("models", mode="before")
     @classmethod

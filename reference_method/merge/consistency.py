@@ -40,7 +40,7 @@ class ConsistencyParams(MethodParams):
     weights_file: str = Field(description="JSON written by `consistbench ref weights` (relative to the config)")
     sparsify: Literal["none", "dare", "ties"] = "none"
     density: float = Field(0.5, gt=0, le=1, description="kept share of each delta when sparsify is dare or ties")
-    seed: int = Field(0, description="seed of the DARE drop masks (per tensor: ops.tensor_seed(seed, name))")
+    seed: int = Field(0, description="seed of the DARE drop masks (per block: ops.tensor_seed(seed, name, offset))")
     majority_sign_method: Literal["total", "frequency"] = "total"
     non_layer: Literal["measured", "mean", "base"] = Field(
         "measured", description="weights of embeddings / final norm / lm_head: their measured rows, the "
@@ -117,11 +117,14 @@ def _mk_consistency(config, p: ConsistencyParams, plan):
 
 
 @merge_method("consistency", params=ConsistencyParams, weights=_weights, mergekit=_mk_consistency,
-              elementwise=lambda p: p.sparsify == "none" or p.density >= 1)
+              elementwise=lambda p: p.sparsify != "ties" or p.density >= 1,
+              random=lambda p: p.sparsify == "dare" and p.density < 1)
 def consistency(t: TensorInputs, p: ConsistencyParams):
     """Layer-wise consistency-aware task arithmetic: theta_base^l + sum_k w_k^l delta_k^l."""
     import torch
 
+    if p.sparsify == "none":
+        return ops.weighted_delta_sum(t.base, t.models, t.weights).add_(t.base)
     mu = ops.merge_utils()
     deltas = t.deltas
     if p.sparsify == "dare":

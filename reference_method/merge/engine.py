@@ -2,16 +2,21 @@
 
 Memory stays near one model's size whatever K is:
 
-- inputs are memory-mapped safetensors read one tensor at a time (at most two shards open
-  per model); for *elementwise* methods (linear, task_arithmetic, consistency without
-  sparsification) a tensor larger than ``chunk_elements`` is read, merged and written in slices
-  of rows, so the anonymous working set is about ``(3K + 3) * chunk_elements * 4`` bytes;
-- methods with a tensor-wide step (TIES trimming, DARE's random masks) get whole tensors, so
-  their working set is a few times K copies of the largest tensor (the embeddings, usually);
+- inputs are memory-mapped safetensors opened with ``safe_open`` (at most two shards open per
+  model) and taken one tensor at a time as zero-copy views of the mapping (file-backed pages,
+  not anonymous memory); for *elementwise* methods (linear, task_arithmetic, consistency without
+  sparsification) each tensor is merged and written in flat slices of ``chunk_elements``
+  elements (default 2^18: the slices of K models stay in the CPU cache), so the anonymous
+  working set is a few slices;
+- random methods (DARE) are elementwise too, in fixed blocks of ``ops.RNG_BLOCK`` elements
+  seeded one by one;
+- methods with a tensor-wide step (TIES's top-k trimming) get whole tensors, so their working
+  set is a few times K copies of the largest tensor (the embeddings, usually);
 - the output is written straight to disk as it is produced (io.StreamingWriter).
 
 The output goes to a temporary folder beside ``out_dir`` that is renamed at the end; a failed
-or interrupted merge leaves nothing. The folder holds the weights, the base's config and
+or interrupted merge leaves nothing. An existing ``out_dir`` is replaced only if it is an
+earlier merge's output (it holds ``merge_config.yaml``); an input folder never is. The folder holds the weights, the base's config and
 tokenizer files, the resolved ``merge_config.yaml``, the consistency weights when used, and a
 model card ``README.md``.
 """
@@ -27,6 +32,7 @@ from pathlib import Path
 from benchmark.errors import ConsistbenchError
 from reference_method.merge.config import MergeConfig
 from reference_method.merge.io import FLOAT_DTYPES, StreamingWriter, torch_dtype
+from reference_method.merge.ops import RNG_BLOCK, tensor_seed
 from reference_method.merge.plan import build_plan, tensor_group
 
 # Files copied from the base (config and tokenizer); weights, READMEs and training state are not.
@@ -39,18 +45,6 @@ OUT_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 def _constant_weights(config: MergeConfig):
     w = [m.weight for m in config.models]
     return lambda _name: w
-
-
-def _row_chunks(shape: tuple[int, ...], chunk_elements: int):
-    if not shape:
-        yield None
-        return
-    row = math.prod(shape[1:]) if len(shape) > 1 else 1
-    rows = max(1, chunk_elements // max(row, 1))
-    for start in range(0, shape[0], rows):
-        yield (start, min(shape[0], start + rows))
-    if shape[0] == 0:
-        yield (0, 0)
 
 
 def merge(config: MergeConfig, out_dir: str | Path, *, log: Callable[[str], None] | None = None) -> dict:
@@ -69,7 +63,10 @@ def merge(config: MergeConfig, out_dir: str | Path, *, log: Callable[[str], None
     t0 = time.perf_counter()
     spec = config.method_spec()
     params = config.method_params()
+    check_out_dir(config, out_dir)
     plan = build_plan(config, needs_base=spec.needs_base)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
     try:
         weights_for = spec.weights(config, params, plan) if spec.weights else _constant_weights(config)
         resolved = {}
@@ -79,6 +76,8 @@ def merge(config: MergeConfig, out_dir: str | Path, *, log: Callable[[str], None
                 raise ConsistbenchError(f"non-finite or missing merge weights for {name}: {w}")
             resolved[name] = torch.tensor(w, dtype=torch.float32)
         elementwise = spec.is_elementwise(params)
+        random = spec.is_random(params)
+        step = RNG_BLOCK if random else config.chunk_elements  # random methods: fixed, seeded blocks
         seed = int(getattr(params, "seed", 0) or 0)
         ref = plan.reference
         entries, out_dt = [], {}
@@ -101,22 +100,36 @@ def merge(config: MergeConfig, out_dir: str | Path, *, log: Callable[[str], None
                         writer.write(name, ref.get(name))
                         continue
                     compute = torch.float64 if info.dtype == "F64" else torch.float32
-                    chunks = _row_chunks(info.shape, config.chunk_elements) if elementwise else [None]
                     g = tensor_group(name)
-                    for rows in chunks:
-                        base = plan.base.get(name, rows).to(compute) if plan.base is not None else None
-                        models = [m.get(name, rows).to(compute) for m in plan.models]
-                        inputs = TensorInputs(name=name, base=base, models=models, weights=resolved[name].to(compute),
-                                              seed=_seed(seed, name), layer=g if isinstance(g, int) else None)
-                        with torch.random.fork_rng(devices=[]):
-                            torch.manual_seed(inputs.seed)
+                    # zero-copy views of the memory-mapped inputs; only slices are materialised
+                    base_t = plan.base.get(name) if plan.base is not None else None
+                    model_ts = [m.get(name) for m in plan.models]
+                    if elementwise:  # flat slices of at most chunk_elements, written in order
+                        base_t = base_t.reshape(-1) if base_t is not None else None
+                        model_ts = [t.reshape(-1) for t in model_ts]
+                        n = info.numel
+                        spans = [(a, min(n, a + step)) for a in range(0, n, step)]
+                    else:
+                        spans = [None]
+                    for span in spans or [(0, 0)]:
+                        inputs = TensorInputs(name=name, base=_part(base_t, span, compute),
+                                              models=[_part(t, span, compute) for t in model_ts],
+                                              weights=resolved[name].to(compute),
+                                              seed=tensor_seed(seed, name, span[0] if span else 0),
+                                              layer=g if isinstance(g, int) else None)
+                        if not random:
                             out = spec.fn(inputs, params)
-                        del inputs, base, models
-                        if not bool(torch.isfinite(out).all()):
+                        else:
+                            with torch.random.fork_rng(devices=[]):
+                                torch.manual_seed(inputs.seed)
+                                out = spec.fn(inputs, params)
+                        del inputs
+                        if not math.isfinite(float(out.sum())):  # any NaN/inf in the slice makes the sum non-finite
                             raise ConsistbenchError(f"merged tensor {name} has non-finite values "
                                                     "(an input holds NaN/inf, or a weight overflows)")
                         writer.write(name, out.to(target))
                         del out
+                    del base_t, model_ts
                 files = writer.close()
             except BaseException:
                 writer.abort()
@@ -131,19 +144,38 @@ def merge(config: MergeConfig, out_dir: str | Path, *, log: Callable[[str], None
             seconds = time.perf_counter() - t0
             summary = {"out_dir": str(out_dir), "method": spec.name, "files": files, "seconds": round(seconds, 3),
                        "model_bytes": plan.model_bytes, "output_bytes": writer.total_size, "tensors": len(plan.names),
-                       "elementwise": elementwise, **extra}
+                       "elementwise": elementwise, "random": random, **extra}
             write_card(tmp, config, params, plan, summary)
         log(f"wrote {out_dir} ({len(files)} shard{'s' if len(files) > 1 else ''}, "
             f"{writer.total_size / 1e6:.0f} MB) in {seconds:.1f}s")
         return summary
     finally:
+        torch.set_num_threads(threads)
         plan.close()
 
 
-def _seed(seed: int, name: str) -> int:
-    from reference_method.merge.ops import tensor_seed
+def check_out_dir(config: MergeConfig, out_dir: str | Path) -> None:
+    """The output may replace an earlier merge's folder, never an input or an unrelated folder."""
+    out = Path(out_dir).resolve()
+    for p in [config.base, *[m.path for m in config.models]]:
+        if p is None:
+            continue
+        src = Path(p).resolve()
+        if out == src or out in src.parents:
+            raise ConsistbenchError(f"output folder {out_dir} is or contains the input {p}")
+    if out.exists():
+        if not out.is_dir():
+            raise ConsistbenchError(f"output {out_dir} exists and is not a folder")
+        if any(out.iterdir()) and not (out / "merge_config.yaml").is_file():
+            raise ConsistbenchError(f"output folder {out_dir} exists and is not an earlier merge's output "
+                                    "(no merge_config.yaml): remove it or choose another")
 
-    return tensor_seed(seed, name)
+
+def _part(t, span: tuple[int, int] | None, dtype):
+    """A slice ``[start, stop)`` of a flat view (or the whole tensor) in the compute dtype."""
+    if t is None:
+        return None
+    return (t if span is None else t[span[0]:span[1]]).to(dtype)
 
 
 def _copy_base_files(src: Path, dst: Path, dtype: str) -> None:

@@ -1,7 +1,8 @@
 """The baseline merge methods: linear, task arithmetic, TIES, DARE-TIES, DARE-linear.
 
-Each is peft's tensor operation (``peft.utils.merge_utils``) applied to one tensor; the
-formulas, with ``delta_k = theta_k - theta_base`` and the models' config weights ``w_k``:
+Each is peft's tensor operation (``peft.utils.merge_utils``) applied to one tensor (the plain
+weighted sums of linear and task arithmetic use ``ops.weighted_sum`` / ``ops.weighted_delta_sum``,
+the same formula as peft's ``task_arithmetic`` computed in place); the formulas, with ``delta_k = theta_k - theta_base`` and the models' config weights ``w_k``:
 
 - ``linear``:          ``sum_k w_k theta_k / sum_k w_k`` (``normalize: false`` drops the division)
 - ``task_arithmetic``: ``theta_base + sum_k w_k delta_k``
@@ -13,7 +14,8 @@ formulas, with ``delta_k = theta_k - theta_base`` and the models' config weights
 - ``dare_linear``:     ``theta_base + sum_k w_k dare(delta_k)`` (peft's ``dare_linear``)
 
 Every tensor is treated alike, embeddings, final norm and ``lm_head`` included. Random methods
-seed torch per tensor with ``ops.tensor_seed(seed, name)``. docs/MERGING.md lists where
+draw their masks per block of ``ops.RNG_BLOCK`` elements, seeded with
+``ops.tensor_seed(seed, name, offset)``, and so stream like the rest. docs/MERGING.md lists where
 mergekit's versions of these methods differ.
 """
 
@@ -106,7 +108,7 @@ def _mk_dare_linear(config, p: DareParams, plan):
 @merge_method("linear", params=LinearParams, needs_base=False, mergekit=_mk_linear)
 def linear(t: TensorInputs, p: LinearParams):
     """Weighted average of the models: sum_k w_k theta_k / sum_k w_k (the base is not included)."""
-    out = ops.merge_utils().task_arithmetic(t.models, t.weights)
+    out = ops.weighted_sum(t.models, t.weights)
     if p.normalize:
         total = float(t.weights.sum())
         if abs(total) < 1e-12:
@@ -118,7 +120,7 @@ def linear(t: TensorInputs, p: LinearParams):
 @merge_method("task_arithmetic", mergekit=_mk_task_arithmetic)
 def task_arithmetic(t: TensorInputs, p: MethodParams):
     """Base plus the weighted sum of task vectors: theta_base + sum_k w_k (theta_k - theta_base)."""
-    return t.base + ops.merge_utils().task_arithmetic(t.deltas, t.weights)
+    return ops.weighted_delta_sum(t.base, t.models, t.weights).add_(t.base)
 
 
 @merge_method("ties", params=TiesParams, elementwise=lambda p: p.density >= 1, mergekit=_mk_ties)
@@ -140,7 +142,7 @@ def _ties_full(t: TensorInputs, p: TiesParams):
     return t.base + mu.disjoint_merge(stacked * weights, mask)
 
 
-@merge_method("dare_ties", params=DareTiesParams, elementwise=False, mergekit=_mk_dare_ties)
+@merge_method("dare_ties", params=DareTiesParams, random=True, mergekit=_mk_dare_ties)
 def dare_ties(t: TensorInputs, p: DareTiesParams):
     """DARE-TIES: drop delta entries at random (rescaling the rest), elect signs, average agreeing ones."""
     if p.density >= 1:
@@ -148,7 +150,7 @@ def dare_ties(t: TensorInputs, p: DareTiesParams):
     return t.base + ops.merge_utils().dare_ties(t.deltas, t.weights, p.density, p.majority_sign_method)
 
 
-@merge_method("dare_linear", params=DareParams, elementwise=False, mergekit=_mk_dare_linear)
+@merge_method("dare_linear", params=DareParams, random=True, mergekit=_mk_dare_linear)
 def dare_linear(t: TensorInputs, p: DareParams):
     """DARE-linear: drop delta entries at random (rescaling the rest), then task arithmetic."""
     if p.density >= 1:

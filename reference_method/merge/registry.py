@@ -11,8 +11,11 @@ Adding a method is a decorator and a small function (docs/MERGING.md, "Create a 
         return t.base + p.scale * ops.merge_utils().task_arithmetic(deltas, t.weights)
 
 The engine calls the function once per tensor (or per slice of a tensor when the method is
-``elementwise``), with float32 inputs, inside a torch RNG seeded from ``t.seed``; it writes the
-result in the output dtype and drops it. A method never sees more than one tensor name at a time.
+``elementwise``), with float32 inputs; it writes the result in the output dtype and drops it. A
+method never sees more than one tensor name at a time. A ``random`` method runs inside a torch
+RNG seeded from ``t.seed``; if it is also elementwise its slices are the fixed blocks of
+``ops.RNG_BLOCK`` elements, each with its own seed, so its masks never depend on how the engine
+slices. A method that is elementwise and not random must be deterministic.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class TensorInputs:
     base: torch.Tensor | None      # the base model's tensor (None for methods with needs_base=False)
     models: list[torch.Tensor]     # one per input model, in config order
     weights: torch.Tensor          # shape (K,): this tensor's per-model weights
-    seed: int                      # per-tensor seed (the engine has already seeded torch with it)
+    seed: int                      # seed of this tensor / block (torch is seeded with it for random methods)
     layer: int | None = None       # decoder layer index, None for embeddings / final norm / lm_head
 
     @property
@@ -67,6 +70,8 @@ class MergeMethod:
     # True if the result for a slice of a tensor is the slice of the result (no tensor-wide
     # statistic, no randomness): the engine then streams large tensors in slices.
     elementwise: bool | Callable[[Any], bool] = True
+    # True if the method draws random numbers (torch's global RNG, seeded per tensor or block).
+    random: bool | Callable[[Any], bool] = False
     # Per-tensor, per-model weights; default: each model's `weight` from the config.
     weights: Callable[[MergeConfig, Any, MergePlan], WeightsFn] | None = None
     # Build the mergekit YAML mapping for this config, or None if mergekit has no such method.
@@ -77,13 +82,17 @@ class MergeMethod:
     def is_elementwise(self, params) -> bool:
         return self.elementwise(params) if callable(self.elementwise) else bool(self.elementwise)
 
+    def is_random(self, params) -> bool:
+        return self.random(params) if callable(self.random) else bool(self.random)
+
 
 _REGISTRY: dict[str, MergeMethod] = {}
 _BUILTINS_LOADED = False
 
 
 def merge_method(name: str, *, params: type[MethodParams] = MethodParams, needs_base: bool = True,
-                 elementwise: bool | Callable[[Any], bool] = True, weights=None, mergekit=None):
+                 elementwise: bool | Callable[[Any], bool] = True, random: bool | Callable[[Any], bool] = False,
+                 weights=None, mergekit=None):
     """Register the decorated function as merge method ``name`` (see the module docstring)."""
 
     def decorate(fn):
@@ -91,7 +100,8 @@ def merge_method(name: str, *, params: type[MethodParams] = MethodParams, needs_
             raise ValueError(f"merge method {name!r} is already registered")
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         _REGISTRY[name] = MergeMethod(name=name, fn=fn, params=params, needs_base=needs_base,
-                                      elementwise=elementwise, weights=weights, mergekit=mergekit, summary=summary)
+                                      elementwise=elementwise, random=random, weights=weights, mergekit=mergekit,
+                                      summary=summary)
         return fn
 
     return decorate
