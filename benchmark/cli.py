@@ -154,6 +154,38 @@ def cmd_data_audit(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# eval
+
+def cmd_tasks_path(args) -> int:
+    from benchmark.evaluate import tasks_path
+
+    print(tasks_path())
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from benchmark.evaluate import EvalOptions, run_eval, task_metrics
+    from benchmark.report import print_table
+
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    opts = EvalOptions(model=args.model, model_args=args.model_args, tasks=tasks, output_path=args.output_path,
+                       batch_size=args.batch_size, device=args.device, seed=args.seed, limit=args.limit,
+                       apply_chat_template={"auto": None, "yes": True, "no": False}[args.chat_template],
+                       dedup=not args.no_dedup, trust_remote_code=args.trust_remote_code)
+    out = run_eval(opts)
+    if out["results"] is None:
+        return 0
+    for task in out["results"]["results"]:
+        print_table(task_metrics(out["results"], task), title=f"{task} ({out['results']['n-samples'][task]['effective']} rows)")
+    d = out["dedup"]
+    if d and d["requested"]:
+        print(f"generations: {d['generated']} for {d['requested']} requests (identical prompts generated once)")
+    for f in out["files"]:
+        print(f"wrote {f}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # setup
 
 def cmd_setup(args) -> int:
@@ -179,6 +211,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="convert SmolLM2 again even if present")
     p.add_argument("--skip-wordnet", action="store_true")
     p.set_defaults(func=cmd_setup)
+
+    p = sub.add_parser("eval", help="run the lm-eval tasks on a model (default: the embedded SmolLM2)")
+    p.add_argument("--model", default="hf", help="lm-eval model type: hf, vllm, local-completions, ... (default hf)")
+    p.add_argument("--model-args", default=None,
+                   help="lm-eval model_args, e.g. pretrained=DIR,dtype=float32 (default: the embedded SmolLM2)")
+    p.add_argument("--tasks", default="consistency_mini",
+                   help="comma-separated: consistency, consistency_mini, consistency_how_to, ... (default consistency_mini)")
+    p.add_argument("--output-path", default="out", help="directory for results JSON, samples and report (default out/)")
+    p.add_argument("--batch-size", default="8")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--limit", type=int, default=None, help="lm-eval --limit (cuts groups apart: debugging only)")
+    p.add_argument("--chat-template", choices=("auto", "yes", "no"), default="auto",
+                   help="wrap the prompt in the model's chat template (auto: when the tokenizer has one)")
+    p.add_argument("--no-dedup", action="store_true", help="generate repeated prompts once per task")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (off by default)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("tasks-path", help="print the directory to pass to lm_eval --include_path")
+    p.set_defaults(func=cmd_tasks_path)
 
     p = sub.add_parser("score", help="score a responses JSONL (data rows plus 'response')")
     p.add_argument("responses", help="responses JSONL")

@@ -170,6 +170,8 @@ def build(html_dir: str | Path | None = None, out_dir: str | Path | None = None,
         print(f"rebuilt data is identical to {target}")
         return statistics(rows, mini)
     stats = _write(rows, mini, target)
+    if target.resolve() == DATA_DIR.resolve():
+        stamp_task_metadata(json.loads((target / "versions.json").read_text())["test"]["sha256"])
     for split in SPLITS:
         s = stats[split]
         print(f"{split}: {s['groups']} groups, {s['rows']} rows, variants {s['variants']}")
@@ -210,6 +212,21 @@ def _write(rows: dict[str, list[dict]], mini: list[str], target: Path) -> dict:
         for f in sorted(tmp.iterdir()):
             os.replace(f, target / f.name)
     return stats
+
+
+TASK_TEMPLATE = DATA_DIR.parent / "_default_template_yaml"
+
+
+def stamp_task_metadata(test_sha256: str, template: Path = TASK_TEMPLATE) -> None:
+    """Record the test split's checksum as ``metadata.data_sha256`` in the tasks' template."""
+    import re
+
+    text = template.read_text()
+    new, n = re.subn(r"(?m)^(  data_sha256: ).*$", lambda m: m.group(1) + test_sha256, text)
+    if n != 1:
+        raise ConsistbenchError(f"{template}: expected one 'data_sha256:' line under metadata")
+    if new != text:
+        write_text(template, new)
 
 
 def passages_json(html_dir: Path) -> list[dict]:  # pragma: no cover - a debugging aid

@@ -1,0 +1,252 @@
+"""``consistbench eval``: the main job. lm-eval through its Python API on the consistbench tasks.
+
+- Only the consistbench task folder is indexed (``TaskManager(include_defaults=False)``), which
+  skips lm-eval's ~14,700 built-in task files and most of its start-up time.
+- The default model is the embedded SmolLM2 (``hf`` backend, chat template applied); any
+  ``--model``/``--model-args`` lm-eval accepts works (hf, vllm, local-completions, ...).
+- :class:`DedupLM` wraps the model so that a prompt requested by several tasks at once (the
+  original of a group appears in every per-type task) is generated once.
+- Outputs are lm-eval's own results JSON and samples JSONL (so plain ``lm_eval`` output and ours
+  are interchangeable), plus ``report.png``. Everything is written into a temporary directory
+  and moved into place only after the run succeeded: a failed run leaves no results file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmark.errors import ConsistbenchError
+from benchmark.paths import REPO_ROOT
+
+TASKS_ROOT = REPO_ROOT / "tasks"
+DEFAULT_TASKS = ("consistency_mini",)
+
+
+def tasks_path() -> Path:
+    """The directory to pass to ``lm_eval --include_path``."""
+    return TASKS_ROOT
+
+
+def _lm_base():
+    from lm_eval.api.model import LM
+
+    return LM
+
+
+def make_dedup_lm(inner):
+    """Wrap an lm-eval LM so identical generation requests are answered by one generation."""
+    LM = _lm_base()
+
+    class DedupLM(LM):
+        def __init__(self, lm):
+            super().__init__()
+            self.inner = lm
+            self.requested = 0
+            self.generated = 0
+
+        def __getattr__(self, name):  # rank, world_size, tokenizer, config, ... come from the model
+            if name == "inner":
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+        @property
+        def rank(self):
+            return self.inner.rank
+
+        @property
+        def world_size(self):
+            return self.inner.world_size
+
+        @property
+        def tokenizer_name(self):
+            return getattr(self.inner, "tokenizer_name", "")
+
+        def apply_chat_template(self, chat_history, add_generation_prompt=True):
+            return self.inner.apply_chat_template(chat_history, add_generation_prompt)
+
+        def chat_template(self, chat_template=False):
+            return self.inner.chat_template(chat_template)
+
+        def loglikelihood(self, requests):
+            return self.inner.loglikelihood(requests)
+
+        def loglikelihood_rolling(self, requests):
+            return self.inner.loglikelihood_rolling(requests)
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            keys = [(req.args[0], json.dumps(req.args[1], sort_keys=True, default=str)) for req in requests]
+            first: dict[tuple, int] = {}
+            unique = []
+            for req, key in zip(requests, keys):
+                if key not in first:
+                    first[key] = len(unique)
+                    unique.append(req)
+            self.requested += len(requests)
+            self.generated += len(unique)
+            outputs = self.inner.generate_until(unique)
+            return [outputs[first[key]] for key in keys]
+
+    return DedupLM(inner)
+
+
+@dataclass
+class EvalOptions:
+    model: str = "hf"
+    model_args: str | None = None
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    output_path: str = "out"
+    batch_size: int | str = 8
+    device: str = "cpu"
+    seed: int = 1234
+    apply_chat_template: bool | None = None  # None: when the tokenizer has one
+    limit: int | None = None
+    dedup: bool = True
+    trust_remote_code: bool = False
+
+
+def default_model_args() -> str:
+    from benchmark.embedded import convert_smollm2
+
+    return f"pretrained={convert_smollm2()},dtype=float32"
+
+
+def _parse_model_args(text: str) -> dict[str, str]:
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise ConsistbenchError(f"--model-args: expected key=value, got {part!r}")
+        key, value = part.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def check_model_args(model: str, model_args: str, trust_remote_code: bool) -> str:
+    """Refuse a local path that does not exist, and remote code unless asked for."""
+    args = _parse_model_args(model_args)
+    pretrained = args.get("pretrained") or args.get("model")
+    if pretrained and model in ("hf", "hf-auto", "huggingface", "vllm"):
+        looks_local = pretrained.startswith(("/", ".", "~")) or os.sep in pretrained and Path(pretrained).exists()
+        offline = os.environ.get("HF_HUB_OFFLINE", "1") not in ("0", "false", "False")
+        if (looks_local or offline) and not Path(pretrained).expanduser().exists():
+            raise ConsistbenchError(f"model path {pretrained!r} does not exist"
+                                    + ("" if looks_local else " (runs are offline; set HF_HUB_OFFLINE=0 for hub ids)"))
+    if args.get("trust_remote_code", "false").lower() == "true" and not trust_remote_code:
+        raise ConsistbenchError("trust_remote_code=True in --model-args needs --trust-remote-code")
+    return model_args
+
+
+def task_manager():
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(tasks_path()), include_defaults=False)
+
+
+def check_tasks(tm, tasks: tuple[str, ...]) -> None:
+    known = set(tm.all_tasks)
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        ours = sorted(t for t in known if t.startswith("consistency") or t == "consistbench")
+        raise ConsistbenchError(f"unknown task {unknown[0]!r}; available: {', '.join(ours)}")
+
+
+def load_model(opts: EvalOptions):
+    from lm_eval.api.registry import get_model
+
+    model_args = check_model_args(opts.model, opts.model_args or default_model_args(), opts.trust_remote_code)
+    try:
+        cls = get_model(opts.model)
+    except (ValueError, KeyError) as exc:
+        raise ConsistbenchError(f"unknown lm-eval model type {opts.model!r}: {exc}") from None
+    try:
+        lm = cls.create_from_arg_string(model_args, {"batch_size": opts.batch_size, "device": opts.device})
+    except ConsistbenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any loader failure becomes one clear line
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConsistbenchError(f"model failed to load ({opts.model}, {model_args}): {type(exc).__name__}: {msg}") from None
+    return lm, model_args
+
+
+def _has_chat_template(lm) -> bool:
+    tok = getattr(lm, "tokenizer", None)
+    return bool(getattr(tok, "chat_template", None))
+
+
+def run_eval(opts: EvalOptions) -> dict[str, Any]:
+    """Run the tasks; return {'results': lm-eval results, 'files': written paths, 'dedup': counts}."""
+    from lm_eval import evaluator
+    from lm_eval.loggers import EvaluationTracker
+
+    tm = task_manager()
+    check_tasks(tm, opts.tasks)
+    t0 = time.perf_counter()
+    lm, model_args = load_model(opts)
+    model = make_dedup_lm(lm) if opts.dedup else lm
+    chat = _has_chat_template(lm) if opts.apply_chat_template is None else opts.apply_chat_template
+    out_root = Path(opts.output_path)
+    out_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".consistbench-eval.", dir=out_root))
+    try:
+        tracker = EvaluationTracker(output_path=str(staging))
+        try:
+            results = evaluator.simple_evaluate(
+                model=model, tasks=list(opts.tasks), task_manager=tm, apply_chat_template=chat,
+                log_samples=True, evaluation_tracker=tracker, limit=opts.limit, random_seed=opts.seed,
+                numpy_random_seed=opts.seed, torch_random_seed=opts.seed, fewshot_random_seed=opts.seed)
+        except ConsistbenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            from tasks.consistency.utils import DataVersionError
+
+            if isinstance(exc, DataVersionError) or isinstance(exc.__cause__, DataVersionError):
+                raise ConsistbenchError(str(exc)) from None
+            raise
+        if results is None:  # non-zero ranks under accelerate
+            return {"results": None, "files": [], "dedup": None}
+        results["config"]["model_args"] = model_args
+        results["config"]["model"] = opts.model
+        dedup = {"requested": getattr(model, "requested", None), "generated": getattr(model, "generated", None)}
+        results["consistbench"] = {"dedup": dedup, "wall_seconds": round(time.perf_counter() - t0, 2),
+                                   "apply_chat_template": bool(chat)}
+        samples = results.pop("samples")
+        tracker.general_config_tracker.model_name_sanitized = _sanitize(model_args)
+        tracker.save_results_aggregated(results=results, samples=samples)
+        for task_name in results["configs"]:
+            tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+        from benchmark.report import bar_chart
+
+        model_dir = next(p for p in staging.iterdir() if p.is_dir())
+        for task_name in results["results"]:
+            bar_chart(task_metrics(results, task_name), model_dir / f"report_{task_name}.png",
+                      title=f"{task_name}: {model_dir.name}")
+        final = out_root / model_dir.name
+        final.mkdir(parents=True, exist_ok=True)
+        files = []
+        for f in sorted(model_dir.iterdir()):
+            os.replace(f, final / f.name)
+            files.append(final / f.name)
+        return {"results": results, "files": files, "dedup": dedup}
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _sanitize(model_args: str) -> str:
+    pretrained = _parse_model_args(model_args).get("pretrained", "model")
+    name = Path(pretrained).name if os.sep in pretrained else pretrained
+    return "".join(c if c.isalnum() or c in "-_." else "__" for c in name) or "model"
+
+
+def task_metrics(results: dict, task: str) -> dict[str, float]:
+    """One task's metrics with lm-eval's ',none' filter suffix removed."""
+    out = {}
+    for key, value in results["results"][task].items():
+        if "," in key and not key.endswith("_stderr,none") and isinstance(value, (int, float)):
+            out[key.split(",")[0]] = float(value)
+    return out

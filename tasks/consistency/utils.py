@@ -1,0 +1,125 @@
+"""lm-eval glue for the consistbench tasks. Metric definitions live in ``benchmark.metrics``.
+
+- :func:`load` is the tasks' ``custom_dataset``: it reads ``data/test.jsonl`` beside this file
+  (so it works from any working directory), checks that its checksum equals the
+  ``data_sha256`` recorded in the task metadata (results on different data versions are never
+  mixed), and keeps the subset a task asks for through ``dataset_kwargs``.
+- :func:`process_results_*` return, for every metric, the item an aggregation needs to pair
+  responses by ``group_id``: lm-eval gathers items from all ranks before aggregating, and the
+  aggregations pair by group, never by position.
+- Aggregations see no task config, so scoring settings come from the environment
+  (``CONSISTBENCH_RS_THRESHOLD``, ``CONSISTBENCH_BS_MODEL``, ``CONSISTBENCH_BS_NUM_LAYERS``);
+  defaults are those of ``benchmark.metrics`` and are written into the task metadata.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+if str(_HERE.parents[1]) not in sys.path:  # a plain `lm_eval --include_path tasks` from a checkout
+    sys.path.insert(0, str(_HERE.parents[1]))
+
+from benchmark import metrics as M  # noqa: E402
+from benchmark.prompting import prompt_text  # noqa: E402
+from benchmark.variants import ALL_TYPES, VARIANT_TYPES  # noqa: E402
+
+DATA_DIR = _HERE / "data"
+
+
+class DataVersionError(RuntimeError):
+    pass
+
+
+@functools.lru_cache(maxsize=2)
+def _test_rows(path: str):
+    from benchmark.schema import data_checksum, load_data
+
+    rows = load_data(path)
+    return rows, data_checksum(rows)
+
+
+def load(data_sha256: str | None = None, subset: str = "all", variant_types: list[str] | None = None,
+         data_dir: str | None = None, **_ignored):
+    """The test split as a ``datasets.DatasetDict`` with one ``test`` split.
+
+    ``subset="mini"``: the whole groups listed in ``data/mini_groups.txt``.
+    ``variant_types``: keep those variant rows plus the originals of groups that have one.
+    """
+    import datasets
+
+    base = Path(data_dir) if data_dir else DATA_DIR
+    rows, checksum = _test_rows(str(base / "test.jsonl"))
+    if data_sha256 and checksum != data_sha256:
+        raise DataVersionError(f"{base / 'test.jsonl'} has checksum {checksum[:16]}..., but the task metadata "
+                               f"expects {data_sha256[:16]}...: the data changed; rebuild it or bump the task")
+    if subset == "mini":
+        keep = set((base / "mini_groups.txt").read_text().split())
+        rows = [r for r in rows if r.group_id in keep]
+    elif subset != "all":
+        raise ValueError(f"unknown subset {subset!r}")
+    if variant_types:
+        groups = {r.group_id for r in rows if r.variant_type in variant_types}
+        rows = [r for r in rows if r.group_id in groups and (r.variant_type == "original" or r.variant_type in variant_types)]
+    records = [r.to_json() for r in rows]
+    for rec in records:  # keep the arrow schema uniform whatever extra fields a row carries
+        rec["origin"] = str(rec.get("origin", ""))
+        rec["doc_kind"] = str(rec.get("doc_kind", ""))
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(records)})
+
+
+def doc_to_text(doc: dict) -> str:
+    return prompt_text(doc["context"], doc["question"])
+
+
+def _item(doc: dict, results: list) -> tuple:
+    response = results[0] if results else ""
+    return (doc["id"], doc["group_id"], doc["variant_type"], response if isinstance(response, str) else str(response),
+            doc["reference"])
+
+
+OVERALL = M.METRICS
+PER_TYPE = tuple(f"{m}_{t}" for m in M.ACCURACY_METRICS for t in ALL_TYPES) + tuple(
+    f"{m}_{t}" for m in M.CONSISTENCY_METRICS for t in VARIANT_TYPES)
+
+
+def process_results_overall(doc: dict, results: list) -> dict:
+    item = _item(doc, results)
+    return {name: item for name in OVERALL}
+
+
+def process_results_all(doc: dict, results: list) -> dict:
+    item = _item(doc, results)
+    return {name: item for name in OVERALL + PER_TYPE}
+
+
+def settings_from_env() -> M.ScoreSettings:
+    layers = os.environ.get("CONSISTBENCH_BS_NUM_LAYERS")
+    return M.ScoreSettings(
+        rs_threshold=float(os.environ.get("CONSISTBENCH_RS_THRESHOLD", M.RS_THRESHOLD)),
+        bertscore=M.BertScoreConfig(model_type=os.environ.get("CONSISTBENCH_BS_MODEL") or None,
+                                    num_layers=int(layers) if layers else None))
+
+
+@functools.lru_cache(maxsize=4)
+def _score(items: tuple) -> dict:
+    # every metric of a task receives the same items; score them all once
+    rows = [M.Scored(*it) for it in items]
+    return M.compute_all(rows, settings_from_env())
+
+
+def _aggregation(name: str):
+    def aggregate(items: list) -> float:
+        value = _score(tuple(tuple(it) for it in items)).get(name)
+        return float("nan") if value is None else value
+
+    aggregate.__name__ = f"agg_{name}"
+    aggregate.__doc__ = f"The consistbench metric {name!r} over all gathered items (see benchmark.metrics)."
+    return aggregate
+
+
+for _name in OVERALL + PER_TYPE:
+    globals()[f"agg_{_name}"] = _aggregation(_name)
