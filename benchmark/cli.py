@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_extensions() -> None:
     import importlib
 
-    for module in ("tasks.cli", "reference_method.cli", "leaderboard.cli"):
+    for module in ("tasks.cli", "benchmark.retrieval.cli", "benchmark.compare_cli", "reference_method.cli",
+                   "leaderboard.cli"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
