@@ -283,8 +283,8 @@ def _load_extensions() -> None:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+            if exc.name is None or not (module == exc.name or module.startswith(exc.name + ".")):
+                raise  # a missing dependency inside an existing module is a real error
 
 
 def main(argv: list[str] | None = None) -> int:
