@@ -50,10 +50,43 @@ def metrics_table(metrics: dict[str, float], counts: dict | None = None, title: 
     return table
 
 
+def intervals_table(metrics: dict[str, float], title: str = "95% intervals"):
+    """A rich Table of the bootstrap intervals in the layout of :func:`metrics_table`, or None.
+
+    ``metrics`` carries them as ``metrics.intervals`` (:class:`benchmark.intervals.MetricValues`).
+    Two decimals: the default 1,000 resamples make the bounds stable to that precision.
+    """
+    from rich.table import Table
+
+    intervals = getattr(metrics, "intervals", None)
+    if not intervals or not intervals.get("metrics"):
+        return None
+    ci, st = intervals["metrics"], intervals["settings"]
+    table = Table(title=f"{st['confidence']:.0%} intervals" if title == "95% intervals" else title,
+                  caption=f"bootstrap over {intervals['groups']} whole groups, {st['n_resamples']} resamples, "
+                          f"seed {st['seed']}")
+    table.add_column("subset", no_wrap=True)
+    for name in METRICS:
+        table.add_column(name, justify="right", no_wrap=True)
+    for label, _ in table_rows(metrics):
+        cells = [label]
+        for m in METRICS:
+            iv = ci.get(m if label == "overall" else f"{m}_{label}")
+            ok = iv and not math.isnan(iv["low"])
+            cells.append(f"{iv['low']:.2f}–{iv['high']:.2f}" if ok else "-")
+        table.add_row(*cells)
+    return table
+
+
 def print_table(metrics: dict[str, float], counts: dict | None = None, title: str = "consistbench") -> None:
+    """The metrics table, then the intervals table when ``metrics`` carries intervals."""
     from rich.console import Console
 
-    Console().print(metrics_table(metrics, counts, title))
+    console = Console()
+    console.print(metrics_table(metrics, counts, title))
+    iv = intervals_table(metrics)
+    if iv is not None:
+        console.print(iv)
 
 
 def bar_chart(metrics: dict[str, float], path: str | Path, title: str = "consistbench") -> Path:

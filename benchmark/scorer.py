@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import __version__
+from benchmark.intervals import BootstrapSettings, MetricValues, bootstrap_rows, settings_from_env
 from benchmark.metrics import ScoreSettings, Scored, compute_all, pair_by_group
 from benchmark.schema import Row, data_checksum, load_responses
 
@@ -30,13 +31,22 @@ def counts_of(rows: Sequence[Row]) -> dict[str, Any]:
     }
 
 
-def score_rows(rows: Sequence[Row], settings: ScoreSettings | None = None) -> dict[str, Any]:
-    """The full result object for validated responses rows."""
+def score_rows(rows: Sequence[Row], settings: ScoreSettings | None = None,
+               boot: BootstrapSettings | None | bool = True) -> dict[str, Any]:
+    """The full result object for validated responses rows.
+
+    ``boot``: bootstrap settings for the 95% intervals (``True``: from the environment or the
+    defaults, see :func:`benchmark.intervals.settings_from_env`; ``None``/``False``: no intervals).
+    """
     settings = settings or ScoreSettings()
-    metrics = compute_all(to_scored(rows), settings)
+    scored = to_scored(rows)
+    metrics = compute_all(scored, settings)
+    boot = settings_from_env() if boot is True else (boot or None)
+    intervals = bootstrap_rows(scored, settings, boot) if boot else None
     return {
         "consistbench_version": __version__,
-        "metrics": metrics,
+        "metrics": MetricValues(metrics, intervals),
+        "intervals": intervals,
         "settings": settings.describe(),
         "counts": counts_of(rows),
         "data_version": data_checksum(rows),
