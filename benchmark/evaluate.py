@@ -216,6 +216,10 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
         results["consistbench"] = {"dedup": dedup, "wall_seconds": round(time.perf_counter() - t0, 2),
                                    "apply_chat_template": bool(chat)}
         samples = results.pop("samples")
+        from benchmark.intervals import add_to_lm_eval_results
+        from tasks.consistency.utils import settings_from_env
+
+        add_to_lm_eval_results(results, samples, settings_from_env())  # 95% intervals, stderr column
         tracker.general_config_tracker.model_name_sanitized = _sanitize(model_args)
         tracker.save_results_aggregated(results=results, samples=samples)
         for task_name in results["configs"]:
@@ -244,9 +248,11 @@ def _sanitize(model_args: str) -> str:
 
 
 def task_metrics(results: dict, task: str) -> dict[str, float]:
-    """One task's metrics with lm-eval's ',none' filter suffix removed."""
+    """One task's metrics with lm-eval's ',none' filter suffix removed (and their intervals)."""
+    from benchmark.intervals import MetricValues
+
     out = {}
     for key, value in results["results"][task].items():
         if "," in key and not key.endswith("_stderr,none") and isinstance(value, (int, float)):
             out[key.split(",")[0]] = float(value)
-    return out
+    return MetricValues(out, results.get("consistbench", {}).get("intervals", {}).get(task))

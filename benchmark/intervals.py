@@ -366,3 +366,52 @@ class MetricValues(dict):
     def __init__(self, values=(), intervals: dict | None = None):
         super().__init__(values)
         self.intervals = intervals
+
+
+# ---------------------------------------------------------------------------------------------
+# lm-eval results
+
+ITEM_FIELDS = ("id", "group_id", "variant_type", "response", "reference")
+
+
+def items_from_samples(samples: Sequence[dict]) -> list[tuple[str, ...]] | None:
+    """The consistbench items ``(id, group_id, variant_type, response, reference)`` of lm-eval
+    samples (in memory or read from a samples JSONL), or None for samples of another task."""
+    items = []
+    for s in samples:
+        doc = s.get("doc") or {}
+        if not all(isinstance(doc.get(k), str) for k in ("id", "group_id", "variant_type", "reference")):
+            return None
+        resps = s.get("filtered_resps") or [""]
+        resp = resps[0] if isinstance(resps[0], str) else (resps[0][0] if resps[0] else "")
+        items.append((doc["id"], doc["group_id"], doc["variant_type"], str(resp), doc["reference"]))
+    return items or None
+
+
+def add_to_lm_eval_results(results: dict, samples: dict[str, list[dict]], settings: M.ScoreSettings,
+                           boot: BootstrapSettings | None = None) -> dict:
+    """Put group-bootstrap intervals into lm-eval ``results`` (in place) and return them by task.
+
+    ``results["consistbench"]["intervals"][task]`` gets the full intervals; every
+    ``<metric>_stderr,<filter>`` that lm-eval left ``N/A`` (or that the tasks' companion metrics
+    filled) is set from the same bootstrap, and the companions' own ``*_stderr_stderr`` keys go.
+    """
+    boot = boot if boot is not None else settings_from_env()
+    out = {}
+    if boot is None:
+        return out
+    for task, task_samples in samples.items():
+        items = items_from_samples(task_samples)
+        res = results.get("results", {}).get(task)
+        if not items or res is None:
+            continue
+        iv = bootstrap_items(items, settings, boot)
+        out[task] = iv
+        for key in list(res):
+            name, _, filt = key.partition(",")
+            if name.endswith("_stderr_stderr"):
+                del res[key]
+            elif name.endswith("_stderr") and name[: -len("_stderr")] in iv["metrics"]:
+                res[key] = iv["metrics"][name[: -len("_stderr")]]["stderr"]
+    results.setdefault("consistbench", {})["intervals"] = out
+    return out

@@ -10,6 +10,14 @@
 - Aggregations see no task config, so scoring settings come from the environment
   (``CONSISTBENCH_RS_THRESHOLD``, ``CONSISTBENCH_BS_MODEL``, ``CONSISTBENCH_BS_NUM_LAYERS``);
   defaults are those of ``benchmark.metrics`` and are written into the task metadata.
+- Standard errors: lm-eval fills ``<metric>_stderr`` only for its own aggregations (``mean``,
+  ...) and writes ``N/A`` for a custom one. Each metric therefore has a companion metric
+  ``<metric>_stderr`` (item: the row id) whose aggregation returns the standard error of the
+  group bootstrap in :mod:`benchmark.intervals`. lm-eval aggregates metrics in the order
+  ``process_results`` returns them, so the companion runs after the metric and its value replaces
+  the ``N/A`` under the same results key; lm-eval's table shows it in the stderr column.
+  Settings: ``CONSISTBENCH_BOOTSTRAP_RESAMPLES`` (default 1000; 0 switches it off) and
+  ``CONSISTBENCH_BOOTSTRAP_SEED`` (default 0).
 """
 
 from __future__ import annotations
@@ -88,12 +96,12 @@ PER_TYPE = tuple(f"{m}_{t}" for m in M.ACCURACY_METRICS for t in ALL_TYPES) + tu
 
 def process_results_overall(doc: dict, results: list) -> dict:
     item = _item(doc, results)
-    return {name: item for name in OVERALL}
+    return {name: item for name in OVERALL} | {f"{name}_stderr": doc["id"] for name in OVERALL}
 
 
 def process_results_all(doc: dict, results: list) -> dict:
     item = _item(doc, results)
-    return {name: item for name in OVERALL + PER_TYPE}
+    return {name: item for name in OVERALL + PER_TYPE} | {f"{name}_stderr": doc["id"] for name in OVERALL + PER_TYPE}
 
 
 def settings_from_env() -> M.ScoreSettings:
@@ -111,9 +119,17 @@ def _score(items: tuple) -> dict:
     return M.compute_all(rows, settings_from_env())
 
 
+_ITEMS_BY_IDS: dict[tuple, tuple] = {}  # sorted row ids -> the items a metric aggregation received
+
+
 def _aggregation(name: str):
     def aggregate(items: list) -> float:
-        value = _score(tuple(tuple(it) for it in items)).get(name)
+        items = tuple(tuple(it) for it in items)
+        ids = tuple(sorted(it[0] for it in items))
+        if ids not in _ITEMS_BY_IDS and len(_ITEMS_BY_IDS) >= 8:
+            _ITEMS_BY_IDS.pop(next(iter(_ITEMS_BY_IDS)))
+        _ITEMS_BY_IDS[ids] = items
+        value = _score(items).get(name)
         return float("nan") if value is None else value
 
     aggregate.__name__ = f"agg_{name}"
@@ -121,5 +137,27 @@ def _aggregation(name: str):
     return aggregate
 
 
+def intervals_for(items) -> dict | None:
+    """Group-bootstrap intervals of every metric for lm-eval items (None when switched off)."""
+    from benchmark import intervals
+
+    boot = intervals.settings_from_env()
+    return None if boot is None else intervals.bootstrap_items(items, settings_from_env(), boot)
+
+
+def _stderr_aggregation(name: str):
+    def aggregate(ids: list) -> float:
+        # runs after the metric's own aggregation, which left the full items under these row ids
+        items = _ITEMS_BY_IDS.get(tuple(sorted(str(i) for i in ids)))
+        result = intervals_for(items) if items else None
+        value = (result or {}).get("metrics", {}).get(name, {}).get("stderr")
+        return float("nan") if value is None else float(value)
+
+    aggregate.__name__ = f"agg_{name}_stderr"
+    aggregate.__doc__ = f"Standard error of {name!r} from the group bootstrap (benchmark.intervals)."
+    return aggregate
+
+
 for _name in OVERALL + PER_TYPE:
     globals()[f"agg_{_name}"] = _aggregation(_name)
+    globals()[f"agg_{_name}_stderr"] = _stderr_aggregation(_name)
