@@ -51,11 +51,13 @@ def _test_rows(path: str):
 
 
 def load(data_sha256: str | None = None, subset: str = "all", variant_types: list[str] | None = None,
-         data_dir: str | None = None, **_ignored):
+         data_dir: str | None = None, retriever: str | None = None, retrieval_k: int = 5, **_ignored):
     """The test split as a ``datasets.DatasetDict`` with one ``test`` split.
 
     ``subset="mini"``: the whole groups listed in ``data/mini_groups.txt``.
     ``variant_types``: keep those variant rows plus the originals of groups that have one.
+    ``retriever``: end-to-end tasks; each context becomes the top ``retrieval_k`` passages
+    precomputed under ``data/retrieval/`` (``benchmark.retrieval.e2e``).
     """
     import datasets
 
@@ -73,6 +75,10 @@ def load(data_sha256: str | None = None, subset: str = "all", variant_types: lis
         groups = {r.group_id for r in rows if r.variant_type in variant_types}
         rows = [r for r in rows if r.group_id in groups and (r.variant_type == "original" or r.variant_type in variant_types)]
     records = [r.to_json() for r in rows]
+    if retriever:
+        from benchmark.retrieval.e2e import apply_retrieval
+
+        records = apply_retrieval(records, retriever, retrieval_k, checksum, base / "retrieval")
     for rec in records:  # keep the arrow schema uniform whatever extra fields a row carries
         rec["origin"] = str(rec.get("origin", ""))
         rec["doc_kind"] = str(rec.get("doc_kind", ""))
