@@ -1,0 +1,308 @@
+"""``consistbench compare A B``: is model A's score really different from model B's?
+
+Each side is an lm-eval output (a results directory, a ``results_*.json`` or a
+``samples_<task>_*.jsonl``) or a scorer responses JSONL (data rows plus ``response``). Both must
+come from the same data version; the rows both sides scored are re-scored with the same
+settings and compared by a paired bootstrap over their shared groups
+(:func:`benchmark.intervals.paired_bootstrap`): for every metric and variant type, the
+difference A - B, its 95% interval, a bootstrap p-value and whether the interval excludes 0.
+
+This module also gives ``consistbench score`` and ``consistbench eval`` the options
+``--n-resamples`` and ``--bootstrap-seed`` (the bootstrap settings, otherwise read from
+``CONSISTBENCH_BOOTSTRAP_RESAMPLES`` / ``CONSISTBENCH_BOOTSTRAP_SEED``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark.cli import add_score_options, register
+from benchmark.errors import ConsistbenchError
+
+DEFAULT_TASK = "consistency"
+
+
+@dataclass
+class Side:
+    """One model's scored rows and where they came from."""
+
+    label: str
+    source: str
+    rows: list  # list[benchmark.metrics.Scored]
+    data_version: str
+    task: str | None = None
+    docs: dict[str, tuple] = field(default_factory=dict)  # row id -> (group_id, variant_type, question, reference)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading either kind of input
+
+@functools.lru_cache(maxsize=1)
+def _shipped_test():
+    from benchmark.paths import REPO_ROOT
+    from benchmark.schema import data_checksum, load_data
+
+    path = REPO_ROOT / "tasks" / "consistency" / "data" / "test.jsonl"
+    if not path.is_file():
+        return {}, ""
+    rows = load_data(path)
+    return {r.id: r for r in rows}, data_checksum(rows)
+
+
+def _version_of_rows(rows) -> str:
+    """The shipped test split's version when every row is a row of it (a subset scored), else the
+    checksum of these rows themselves."""
+    from benchmark.schema import data_checksum
+
+    shipped, version = _shipped_test()
+    same = shipped and all(
+        (s := shipped.get(r.id)) is not None and (s.group_id, s.variant_type, s.question, s.context, s.reference)
+        == (r.group_id, r.variant_type, r.question, r.context, r.reference) for r in rows)
+    return version if same else data_checksum(rows)
+
+
+def _results_file(path: Path) -> Path:
+    """The newest ``results_*.json`` in ``path`` or in its only model sub-directory."""
+    found = sorted(path.glob("results_*.json"))
+    if not found:
+        subs = [d for d in path.iterdir() if d.is_dir() and any(d.glob("results_*.json"))]
+        if len(subs) > 1:
+            raise ConsistbenchError(f"{path}: results of several models ({', '.join(sorted(d.name for d in subs))}); "
+                                    "pass one model's directory")
+        found = sorted(subs[0].glob("results_*.json")) if subs else []
+    if not found:
+        raise ConsistbenchError(f"{path}: no lm-eval results_*.json here (run with --log_samples --output_path)")
+    return found[-1]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConsistbenchError(f"{path}: not a readable JSON file ({exc})") from None
+
+
+def _pick_task(tasks: list[str], wanted: str | None, where: Path) -> str:
+    if wanted:
+        if wanted not in tasks:
+            raise ConsistbenchError(f"{where}: no task {wanted!r} (has {', '.join(sorted(tasks))})")
+        return wanted
+    if len(tasks) == 1:
+        return tasks[0]
+    if DEFAULT_TASK in tasks:
+        return DEFAULT_TASK
+    raise ConsistbenchError(f"{where}: several tasks ({', '.join(sorted(tasks))}); choose one with --task")
+
+
+def _from_results(path: Path, task: str | None) -> Side:
+    results = _read_json(path)
+    if "results" not in results or "configs" not in results:
+        raise ConsistbenchError(f"{path}: not an lm-eval results JSON (no 'results'/'configs')")
+    task = _pick_task(list(results["results"]), task, path)
+    date_id = path.stem[len("results_"):]
+    samples = path.parent / f"samples_{task}_{date_id}.jsonl"
+    if not samples.is_file():
+        raise ConsistbenchError(f"{path}: no samples file {samples.name} beside it; the comparison needs the "
+                                "responses (run lm-eval with --log_samples)")
+    version = ((results["configs"].get(task) or {}).get("metadata") or {}).get("data_sha256")
+    label = results.get("model_name") or path.parent.name
+    return _from_samples(samples, task, version=version, label=label)
+
+
+def _from_samples(path: Path, task: str | None, version: str | None = None, label: str | None = None) -> Side:
+    from benchmark.fileio import read_jsonl
+    from benchmark.intervals import items_from_samples
+    from benchmark.metrics import Scored
+    from benchmark.schema import parse_row
+
+    samples = read_jsonl(path)
+    items = items_from_samples(samples)
+    if not items:
+        raise ConsistbenchError(f"{path}: these lm-eval samples are not from a consistbench task")
+    if task is None:
+        m = re.match(r"samples_(.+)_\d{4}-\d\d-\d\dT[\d\-.]+$", path.stem)
+        task = m.group(1) if m else None
+    if version is None:
+        sibling = None
+        m = re.search(r"_(\d{4}-\d\d-\d\dT[\d\-.]+)$", path.stem)
+        if m and (path.parent / f"results_{m.group(1)}.json").is_file():
+            sibling = _read_json(path.parent / f"results_{m.group(1)}.json")
+        if sibling and task in sibling.get("configs", {}):
+            version = (sibling["configs"][task].get("metadata") or {}).get("data_sha256")
+            label = label or sibling.get("model_name")
+        if version is None:
+            rows = [parse_row(s["doc"], f"{path}:{s['__line__']} (doc)") for s in samples]
+            version = _version_of_rows(rows)
+    rows = [Scored(*it) for it in items]
+    docs = {s["doc"]["id"]: (s["doc"]["group_id"], s["doc"]["variant_type"], s["doc"].get("question"),
+                             s["doc"]["reference"]) for s in samples}
+    if len(docs) != len(rows):
+        raise ConsistbenchError(f"{path}: a row id appears twice")
+    return Side(label or path.parent.name, str(path), rows, version, task, docs)
+
+
+def _from_responses(path: Path) -> Side:
+    from benchmark.scorer import to_scored
+    from benchmark.schema import load_responses
+
+    rows = load_responses(path)
+    docs = {r.id: (r.group_id, r.variant_type, r.question, r.reference) for r in rows}
+    return Side(path.stem, str(path), to_scored(rows), _version_of_rows(rows), None, docs)
+
+
+def load_side(path: str | Path, task: str | None = None) -> Side:
+    """Read one side of a comparison, whatever kind of file or directory it is."""
+    path = Path(path)
+    if not path.exists():
+        raise ConsistbenchError(f"{path}: no such file or directory")
+    if path.is_dir():
+        return _from_results(_results_file(path), task)
+    if path.suffix == ".json":
+        return _from_results(path, task)
+    with path.open(encoding="utf-8") as f:
+        first = f.readline()
+    try:
+        head = json.loads(first) if first.strip() else {}
+    except json.JSONDecodeError:
+        raise ConsistbenchError(f"{path}:1: not JSON Lines") from None
+    if isinstance(head, dict) and "doc" in head and "filtered_resps" in head:
+        return _from_samples(path, task)
+    return _from_responses(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The comparison
+
+def shared_rows(a: Side, b: Side) -> tuple[list, list, dict[str, int]]:
+    """The rows both sides scored, restricted to groups whose original both sides have."""
+    common = set(a.docs) & set(b.docs)
+    for rid in sorted(common):
+        if a.docs[rid] != b.docs[rid]:
+            raise ConsistbenchError(f"row {rid!r} differs between {a.source} and {b.source} "
+                                    "(question, reference, group or type): not the same data")
+    with_original = {a.docs[r][0] for r in common if a.docs[r][1] == "original"}
+    keep = {r for r in common if a.docs[r][0] in with_original}
+    rows_a = [r for r in a.rows if r.id in keep]
+    rows_b = [r for r in b.rows if r.id in keep]
+    info = {"shared_rows": len(keep), "only_a_rows": len(a.rows) - len(keep), "only_b_rows": len(b.rows) - len(keep)}
+    if not keep:
+        raise ConsistbenchError(f"{a.source} and {b.source} share no group: nothing to compare")
+    return rows_a, rows_b, info
+
+
+def compare(a: Side, b: Side, settings=None, boot=None) -> dict[str, Any]:
+    """Paired bootstrap of A - B over the shared groups; refuses two data versions."""
+    from benchmark.intervals import BootstrapSettings, group_stats, paired_bootstrap
+    from benchmark.metrics import ScoreSettings
+
+    if a.data_version != b.data_version:
+        raise ConsistbenchError(f"different data versions: {a.source} was scored on {a.data_version[:16]}..., "
+                                f"{b.source} on {b.data_version[:16]}...; compare results on the same data version")
+    settings = settings or ScoreSettings()
+    boot = boot or BootstrapSettings()
+    rows_a, rows_b, info = shared_rows(a, b)
+    result = paired_bootstrap(group_stats(rows_a, settings), group_stats(rows_b, settings), boot)
+    return {"a": {"label": a.label, "source": a.source, "task": a.task},
+            "b": {"label": b.label, "source": b.source, "task": b.task},
+            "data_version": a.data_version, "score_settings": settings.describe(), **info, **result}
+
+
+def _ordered(names) -> list[str]:
+    from benchmark.metrics import METRICS
+    from benchmark.variants import ALL_TYPES
+
+    order = [m for m in METRICS] + [f"{m}_{t}" for m in METRICS for t in ALL_TYPES]
+    return [n for n in order if n in names] + sorted(n for n in names if n not in order)
+
+
+def _fmt_p(p: float, n: int) -> str:
+    if p != p:
+        return "-"
+    return f"<{1 / n:.3f}" if p == 0 and n else f"{p:.3f}"
+
+
+def comparison_table(result: dict[str, Any]):
+    from rich.table import Table
+
+    st = result["settings"]
+    a, b = result["a"]["label"], result["b"]["label"]
+    table = Table(title=f"A = {a}  vs  B = {b}",
+                  caption=f"paired bootstrap over {result['shared_groups']} shared groups, {st['n_resamples']} "
+                          f"resamples, seed {st['seed']}; significant: the {st['confidence']:.0%} interval excludes 0")
+    for col, just in (("metric", "left"), ("A", "right"), ("B", "right"), ("A-B", "right"),
+                      (f"{st['confidence']:.0%} CI of A-B", "center"), ("p", "right"), ("sig", "center")):
+        table.add_column(col, justify=just, no_wrap=True)
+    for name in _ordered(result["metrics"]):
+        m = result["metrics"][name]
+        ok = m["low"] == m["low"]  # not NaN
+        table.add_row(name, f"{m['a']:.3f}", f"{m['b']:.3f}", f"{m['difference']:+.3f}",
+                      f"{m['low']:+.3f} {m['high']:+.3f}" if ok else "-",
+                      _fmt_p(m["p_value"], m["valid"]),
+                      ("yes" if m["significant"] else "no") if ok else "-",
+                      style="bold" if m["significant"] else None)
+    return table
+
+
+def cmd_compare(args) -> int:
+    from rich.console import Console
+
+    from benchmark.cli import _score_settings
+    from benchmark.fileio import write_json
+    from benchmark.intervals import BootstrapSettings
+
+    a = load_side(args.a, args.task)
+    b = load_side(args.b, args.task_b or args.task)
+    boot = BootstrapSettings(n_resamples=args.n_resamples, seed=args.seed, confidence=args.confidence)
+    result = compare(a, b, _score_settings(args), boot)
+    console = Console()
+    console.print(comparison_table(result))
+    console.print(f"{result['shared_rows']} shared rows; only in A: {result['only_a_rows']}, "
+                  f"only in B: {result['only_b_rows']}; data version {result['data_version'][:16]}")
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _with_bootstrap_env(func):
+    def run(args) -> int:
+        if args.n_resamples is not None:
+            os.environ["CONSISTBENCH_BOOTSTRAP_RESAMPLES"] = str(args.n_resamples)
+        if args.bootstrap_seed is not None:
+            os.environ["CONSISTBENCH_BOOTSTRAP_SEED"] = str(args.bootstrap_seed)
+        return func(args)
+
+    return run
+
+
+@register
+def add_compare(sub) -> None:
+    from benchmark.intervals import N_RESAMPLES, SEED
+
+    p = sub.add_parser("compare", help="paired bootstrap: is model A's score different from model B's?",
+                       description=__doc__.split("\n\n")[1])
+    p.add_argument("a", help="model A: lm-eval results dir / results_*.json / samples_*.jsonl, or a responses JSONL")
+    p.add_argument("b", help="model B: the same kinds of input, on the same data version")
+    p.add_argument("--task", default=None, help=f"lm-eval task to compare (default: the only one, else {DEFAULT_TASK})")
+    p.add_argument("--task-b", default=None, help="B's task when it differs from A's (e.g. consistency vs consistency_mini)")
+    p.add_argument("--n-resamples", type=int, default=N_RESAMPLES, help=f"bootstrap resamples (default {N_RESAMPLES})")
+    p.add_argument("--seed", type=int, default=SEED, help=f"bootstrap seed (default {SEED})")
+    p.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
+    p.add_argument("--json", help="write the comparison JSON here")
+    add_score_options(p)
+    p.set_defaults(func=cmd_compare)
+
+    for name in ("score", "eval"):  # the bootstrap settings of their intervals
+        q = sub.choices.get(name)
+        if q is None:
+            continue
+        q.add_argument("--n-resamples", type=int, default=None,
+                       help=f"bootstrap resamples for the 95%% intervals (default {N_RESAMPLES}; 0: no intervals)")
+        q.add_argument("--bootstrap-seed", type=int, default=None, help=f"bootstrap seed (default {SEED})")
+        q.set_defaults(func=_with_bootstrap_env(q.get_default("func")))
