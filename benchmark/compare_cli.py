@@ -271,12 +271,24 @@ def cmd_compare(args) -> int:
 
 
 def _with_bootstrap_env(func):
+    """Run ``func`` with the bootstrap options exported to the environment, where the scorer and
+    the lm-eval aggregations read them; the previous environment comes back afterwards."""
+    from benchmark.intervals import ENV_RESAMPLES, ENV_SEED
+
     def run(args) -> int:
-        if args.n_resamples is not None:
-            os.environ["CONSISTBENCH_BOOTSTRAP_RESAMPLES"] = str(args.n_resamples)
-        if args.bootstrap_seed is not None:
-            os.environ["CONSISTBENCH_BOOTSTRAP_SEED"] = str(args.bootstrap_seed)
-        return func(args)
+        wanted = {ENV_RESAMPLES: args.n_resamples, ENV_SEED: args.bootstrap_seed}
+        saved = {k: os.environ.get(k) for k in wanted}
+        try:
+            for key, value in wanted.items():
+                if value is not None:
+                    os.environ[key] = str(value)
+            return func(args)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     return run
 
