@@ -1,0 +1,173 @@
+"""``consistbench leaderboard {prepare,validate,build,schema}`` (loaded by ``benchmark.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+from benchmark.cli import register
+from benchmark.errors import ConsistbenchError
+
+
+def cmd_validate(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from leaderboard.validate import tolerance, validate_submission
+
+    v = validate_submission(args.submission, task=args.task)
+    table = Table(title=f"{v.metadata.model.name}: {v.task}, {v.n_docs} documents, {v.n_pairs} pairs")
+    for col in ("metric", "reported", "rescored", "|diff|", "tolerance"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for m, value in v.metrics.items():
+        table.add_row(m, f"{v.reported[m]:.6f}", f"{value:.6f}", f"{v.max_diff[m]:.1e}", f"{tolerance(m):g}")
+    Console().print(table)
+    print(f"{args.submission}: OK (data version {v.data_sha256[:16]}..., every metric rescored from the samples)")
+    return 0
+
+
+def cmd_build(args) -> int:
+    from leaderboard.site import build_site
+
+    tracks = build_site(args.submissions, args.output, task=args.task)
+    print(f"wrote {args.output}: " + "; ".join(f"{t}: {len(r)} models" for t, r in tracks.items()))
+    return 0
+
+
+def cmd_schema(args) -> int:
+    from leaderboard.schema import metadata_json_schema_text
+
+    text = metadata_json_schema_text()
+    if args.output:
+        from benchmark.fileio import write_text
+
+        write_text(args.output, text)
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def _find_one(folder: Path, pattern: str, what: str) -> Path:
+    found = sorted(folder.glob(pattern))
+    if not found:
+        raise ConsistbenchError(f"{folder}: no {what} ({pattern})")
+    if len(found) > 1:
+        raise ConsistbenchError(f"{folder}: {len(found)} {what} files ({', '.join(p.name for p in found)}); "
+                                "keep one run per folder or pass --results/--samples")
+    return found[0]
+
+
+def cmd_prepare(args) -> int:
+    """Make a submission directory from one ``consistbench eval`` / ``lm_eval`` output folder."""
+    from benchmark.fileio import atomic_path
+    from leaderboard.schema import METADATA_FILE, SubmissionMetadata
+
+    src = Path(args.eval_dir)
+    results = Path(args.results) if args.results else _find_one(src, "results_*.json", "results JSON")
+    if not results.is_file():
+        raise ConsistbenchError(f"{results}: no such file")
+    try:
+        res = json.loads(results.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConsistbenchError(f"{results}: malformed results JSON ({exc})") from None
+    tasks = sorted((res.get("results") or {}) if isinstance(res, dict) else [])
+    task = args.task or (tasks[0] if len(tasks) == 1 else None)
+    if task is None:
+        raise ConsistbenchError(f"{results}: holds tasks {tasks}; pass --task")
+    samples = Path(args.samples) if args.samples else _find_one(src, f"samples_{task}_*.jsonl", "samples JSONL")
+    if not samples.is_file():
+        raise ConsistbenchError(f"{samples}: no such file")
+    params = args.parameters or (res.get("config") or {}).get("model_num_parameters")
+    if not params:
+        raise ConsistbenchError(f"{results}: lm-eval recorded no parameter count; pass --parameters")
+    precision = args.precision or {"torch.float32": "float32", "torch.bfloat16": "bfloat16",
+                                   "torch.float16": "float16"}.get((res.get("config") or {}).get("model_dtype"), "")
+    if not precision:
+        raise ConsistbenchError("the precision is unknown; pass --precision")
+    samples_name = samples.name if samples.name.endswith(".gz") else samples.name + ".gz"
+    meta = {"schema_version": 1,
+            "model": {k: v for k, v in {"name": args.name, "link": args.link, "parameters": int(params),
+                                        "precision": precision, "revision": args.revision,
+                                        "base_model": args.base_model, "method": args.method,
+                                        "license": args.license}.items() if v is not None},
+            "submitter": {k: v for k, v in {"name": args.submitter, "link": args.submitter_link}.items() if v},
+            "date": args.date or dt.datetime.fromtimestamp(results.stat().st_mtime, dt.timezone.utc).date().isoformat(),
+            "files": {"results": results.name, "samples": samples_name}}
+    if args.notes:
+        meta["notes"] = args.notes
+    from pydantic import ValidationError
+
+    try:
+        SubmissionMetadata.model_validate(meta)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConsistbenchError(f"metadata: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    out = Path(args.output)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise ConsistbenchError(f"{out}: exists and is not empty (pass --force to replace it)")
+    with atomic_path(out, is_dir=True) as tmp:
+        shutil.copyfile(results, tmp / results.name)
+        if samples.name.endswith(".gz"):
+            shutil.copyfile(samples, tmp / samples_name)
+        else:  # mtime=0 and no file name in the header: the same samples give the same bytes
+            with samples.open("rb") as fin, open(tmp / samples_name, "wb") as raw, \
+                    gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as fout:
+                shutil.copyfileobj(fin, fout)
+        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        for p in tmp.iterdir():
+            p.chmod(0o644)
+    print(f"wrote {out} ({results.name}, {samples_name}, {METADATA_FILE}); "
+          f"check it with: consistbench leaderboard validate {out}")
+    return 0
+
+
+@register
+def _add(sub: argparse._SubParsersAction) -> None:
+    from leaderboard.validate import TRACKS
+
+    lb = sub.add_parser("leaderboard", help="leaderboard submissions: prepare, validate (rescore), build the site")
+    lsub = lb.add_subparsers(dest="leaderboard_command", required=True, metavar="ACTION")
+
+    p = lsub.add_parser("validate", help="check a submission directory and rescore every metric from its samples")
+    p.add_argument("submission", help="directory with metadata.json, the results JSON and the samples JSONL")
+    p.add_argument("--task", default=None, choices=list(TRACKS),
+                   help="track the submission must be on (default: any track; the results JSON names its task)")
+    p.set_defaults(func=cmd_validate)
+
+    p = lsub.add_parser("build", help="validate every submission and write the static site")
+    p.add_argument("submissions", help="directory of submission directories (e.g. leaderboard/submissions)")
+    p.add_argument("-o", "--output", required=True, help="site directory (replaced atomically)")
+    p.add_argument("--task", default=None, choices=list(TRACKS), help="build only this track (default: every track)")
+    p.set_defaults(func=cmd_build)
+
+    p = lsub.add_parser("prepare", help="make a submission directory from a consistbench eval / lm_eval output folder")
+    p.add_argument("eval_dir", help="folder with results_*.json and samples_<task>_*.jsonl")
+    p.add_argument("-o", "--output", required=True, help="new submission directory")
+    p.add_argument("--name", required=True, help="model name shown on the site")
+    p.add_argument("--link", help="http(s) URL of the model")
+    p.add_argument("--parameters", type=int, help="parameter count (default: lm-eval's model_num_parameters)")
+    p.add_argument("--precision", help="float32, bfloat16, float16, int8, int4, fp8, mixed, other "
+                                       "(default: from lm-eval's model_dtype)")
+    p.add_argument("--revision")
+    p.add_argument("--base-model")
+    p.add_argument("--method", help="how the model was made")
+    p.add_argument("--license")
+    p.add_argument("--submitter", required=True)
+    p.add_argument("--submitter-link")
+    p.add_argument("--date", help="YYYY-MM-DD (default: the results file's date)")
+    p.add_argument("--notes")
+    p.add_argument("--task", default=None, choices=list(TRACKS),
+                   help="task of the samples file (default: the one task in the results JSON)")
+    p.add_argument("--results", help="results JSON (default: the one results_*.json in EVAL_DIR)")
+    p.add_argument("--samples", help="samples JSONL (default: the one samples_<task>_*.jsonl in EVAL_DIR)")
+    p.add_argument("--force", action="store_true", help="replace an existing submission directory")
+    p.set_defaults(func=cmd_prepare)
+
+    p = lsub.add_parser("schema", help="print the JSON Schema of metadata.json")
+    p.add_argument("-o", "--output", help="write it here instead of printing")
+    p.set_defaults(func=cmd_schema)

@@ -1,0 +1,143 @@
+"""The leaderboard's typed records: a submission's metadata file and a ranking row.
+
+A submission is a directory holding three files:
+
+* ``metadata.json`` - :class:`SubmissionMetadata` (who, which model, which files);
+* lm-eval's results JSON (``results_*.json``) as ``consistbench eval`` or
+  ``lm_eval --log_samples`` wrote it;
+* lm-eval's samples JSONL for the task (``samples_consistency_*.jsonl``, or the same file
+  gzip-compressed as ``.jsonl.gz``).
+
+The metadata model forbids unknown keys so a typo is an error, not a silently ignored field.
+:class:`RankingRow` is the reverse: open to extra fields (for instance a ``ci`` dict of
+confidence intervals per metric) so later additions do not break older readers.
+``consistbench leaderboard schema`` prints the JSON Schema; a copy ships as
+``leaderboard/submission.schema.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+METADATA_FILE = "metadata.json"
+# A plain file name: no directory part, no leading dot, a conservative character set.
+SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
+# Submission directory names become page names on the site.
+SAFE_SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
+PRECISIONS = ("float32", "bfloat16", "float16", "int8", "int4", "fp8", "mixed", "other")
+
+
+def _check_url(value: str | None) -> str | None:
+    # Only http(s): a javascript: or data: link in an href would run in the visitor's browser.
+    if value is None:
+        return value
+    if not re.match(r"^https?://[^\s<>\"']+$", value):
+        raise ValueError("must be an http:// or https:// URL without spaces or quotes")
+    return value
+
+
+class ModelInfo(BaseModel):
+    """The model that produced the responses."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, description="display name, e.g. 'SmolLM2-135M-Instruct'")
+    link: str | None = Field(None, max_length=500, description="http(s) URL of the model card or weights")
+    parameters: int = Field(gt=0, description="number of parameters (lm-eval's model_num_parameters when it recorded one)")
+    precision: Literal[PRECISIONS] = Field(description="weights' precision during generation")  # type: ignore[valid-type]
+    revision: str | None = Field(None, max_length=200, description="commit or version of the weights")
+    base_model: str | None = Field(None, max_length=200, description="the model it was fine-tuned or merged from")
+    method: str | None = Field(None, max_length=500, description="how it was made (e.g. 'SFT + triplet loss, layer-wise merge')")
+    license: str | None = Field(None, max_length=100)
+
+    @field_validator("link")
+    @classmethod
+    def _link(cls, value: str | None) -> str | None:
+        return _check_url(value)
+
+
+class Submitter(BaseModel):
+    """Who submits the result (shown on the site)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    link: str | None = Field(None, max_length=500, description="http(s) URL (profile, paper, repository)")
+
+    @field_validator("link")
+    @classmethod
+    def _link(cls, value: str | None) -> str | None:
+        return _check_url(value)
+
+
+class SubmissionFiles(BaseModel):
+    """The lm-eval output files, named relative to the submission directory (plain names only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    results: str = Field(description="lm-eval results JSON, e.g. results_2026-01-01T00-00-00.json")
+    samples: str = Field(description="lm-eval samples JSONL for the task (.jsonl or .jsonl.gz)")
+
+    @field_validator("results", "samples")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not SAFE_FILE_NAME.match(value) or ".." in value:
+            raise ValueError(f"{value!r} is not a plain file name inside the submission directory "
+                             "(letters, digits, '.', '_', '+', '-'; no '/', no '..', no leading dot)")
+        return value
+
+
+class SubmissionMetadata(BaseModel):
+    """``metadata.json`` of a submission."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = Field(description="version of this metadata format")
+    model: ModelInfo
+    submitter: Submitter
+    date: _dt.date = Field(description="date of the evaluation run (YYYY-MM-DD)")
+    files: SubmissionFiles
+    notes: str | None = Field(None, max_length=2000, description="anything a reader should know (shown as text)")
+
+
+class RankingRow(BaseModel):
+    """One model's line on the leaderboard (``leaderboard.json``'s ``rows``).
+
+    ``metrics`` are the validator's rescored values (rounded for display only on the page).
+    Extra fields are allowed on purpose: e.g. ``ci`` (``{metric: [low, high]}``) can be added
+    without changing readers that do not know it.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    rank: int
+    slug: str
+    model: ModelInfo
+    submitter: Submitter
+    date: _dt.date
+    task: str
+    data_sha256: str
+    n_docs: int
+    n_pairs: int
+    metrics: dict[str, float]
+    reported: dict[str, float] = Field(default_factory=dict, description="the numbers the submission's results JSON reported")
+    notes: str | None = None
+    ci: dict[str, list[float]] | None = None
+
+
+def metadata_json_schema() -> dict:
+    """JSON Schema of ``metadata.json`` (draft 2020-12, as pydantic writes it)."""
+    schema = SubmissionMetadata.model_json_schema()
+    schema["$id"] = "https://github.com/consistbench/consistbench/leaderboard/submission.schema.json"
+    schema["title"] = "consistbench leaderboard submission metadata"
+    return schema
+
+
+def metadata_json_schema_text() -> str:
+    return json.dumps(metadata_json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"

@@ -1,0 +1,272 @@
+"""``consistbench leaderboard build``: a static, offline site from validated submissions.
+
+Every submission is validated (and rescored) first; the site shows the rescored numbers. Output:
+
+* ``index.html``  the ranking table (sortable; overall and per variant type; accuracy and
+  consistency side by side), the data version, a link to the submission guide;
+* ``models/<slug>.html``  one page per model: metadata, per-type table and inline SVG charts;
+* ``submit.html``  how to submit; ``leaderboard.json`` / ``leaderboard.csv`` for machines;
+  ``submission.schema.json`` the metadata schema.
+
+Pages carry their CSS and JavaScript inline (no CDN, no server: they work from ``file://``).
+All user text goes through Jinja2's autoescaping. The output is byte-identical for identical
+inputs (no timestamps, sorted keys, fixed number formats) and is written into a temporary
+directory that replaces ``SITE_DIR`` only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmark.errors import ConsistbenchError
+from benchmark.fileio import atomic_path
+from benchmark.metrics import ACCURACY_METRICS, CONSISTENCY_METRICS
+from benchmark.variants import ALL_TYPES, VARIANT_TYPES
+from leaderboard.schema import SAFE_SLUG, RankingRow, metadata_json_schema_text
+from leaderboard.validate import (LEADERBOARD_TASK, LIMITS, TOLERANCE, TOLERANCE_BS, TRACKS, Validated, load_task,
+                                  validate_submission)
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+SITE_MARKER = ".consistbench-leaderboard"  # refuse to replace a directory that is not a site we built
+DEFAULT_SORT = ("rougeL", "rs")  # accuracy first: consistency alone rewards a model that says the same nothing
+METRIC_LABELS = {"rougeL": "ROUGE-L", "bleu": "BLEU", "em": "EM", "rs": "RS", "bs": "BS"}
+TYPE_LABELS = {"original": "original", "how_to": "how-to", "plural_article": "plural/article",
+               "paraphrase": "paraphrase", "": "overall"}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One metric column of the ranking table."""
+
+    metric: str  # key in RankingRow.metrics
+    label: str
+    group: str  # header group: "overall" or a variant type
+    kind: str  # "accuracy" | "consistency"
+
+
+def ranking_columns() -> list[Column]:
+    """Overall, then per variant type; within each, accuracy then consistency (side by side)."""
+    cols = [Column(m, METRIC_LABELS[m], "", "accuracy") for m in ACCURACY_METRICS]
+    cols += [Column(m, METRIC_LABELS[m], "", "consistency") for m in CONSISTENCY_METRICS]
+    for vtype in VARIANT_TYPES:
+        cols += [Column(f"{m}_{vtype}", METRIC_LABELS[m], vtype, "accuracy") for m in ACCURACY_METRICS]
+        cols += [Column(f"{m}_{vtype}", METRIC_LABELS[m], vtype, "consistency") for m in CONSISTENCY_METRICS]
+    cols += [Column(f"{m}_original", METRIC_LABELS[m], "original", "accuracy") for m in ACCURACY_METRICS]
+    return cols
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _clean(value):
+    """NaN becomes null: browsers' JSON.parse rejects NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _sort_key(row: RankingRow):
+    keys = []
+    for metric in DEFAULT_SORT:
+        v = row.metrics.get(metric)
+        keys.append(-(v if v is not None and not math.isnan(v) else -1.0))
+    return (*keys, row.slug)
+
+
+def ranking(validated: list[tuple[str, Validated]]) -> list[RankingRow]:
+    """Ranking rows ordered by the default key (ROUGE-L, then RS, then slug); rank 1 is best."""
+    rows = [RankingRow(rank=0, slug=slug, model=v.metadata.model, submitter=v.metadata.submitter,
+                       date=v.metadata.date, task=v.task, data_sha256=v.data_sha256, n_docs=v.n_docs,
+                       n_pairs=v.n_pairs, metrics=v.metrics, reported=v.reported, notes=v.metadata.notes)
+            for slug, v in validated]
+    rows.sort(key=_sort_key)
+    for i, row in enumerate(rows, start=1):
+        row.rank = i
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+def _env():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
+                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    env.filters["fmt"] = fmt
+    env.globals.update(type_labels=TYPE_LABELS, metric_labels=METRIC_LABELS)
+    return env
+
+
+def render_ranking_table(rows: list[RankingRow], columns: list[Column] | None = None, link_prefix: str = "models/") -> "Markup":
+    """The sortable ranking table (HTML). The one place the table is drawn: add columns here.
+
+    Each metric cell carries ``data-value`` (the full-precision number) for the sorter; when a
+    row has a ``ci`` entry for the metric it is shown under the value.
+    """
+    columns = columns or ranking_columns()
+    groups: list[tuple[str, int]] = []
+    for col in columns:
+        if groups and groups[-1][0] == col.group:
+            groups[-1] = (col.group, groups[-1][1] + 1)
+        else:
+            groups.append((col.group, 1))
+    from markupsafe import Markup
+
+    # Markup: already escaped by the template, so a page embedding it does not escape it twice
+    return Markup(_env().get_template("_table.html").render(rows=rows, columns=columns, groups=groups,
+                                                            link_prefix=link_prefix))
+
+
+def bar_chart_svg(title: str, categories: list[str], series: list[tuple[str, list[float | None]]],
+                  width: int = 560, height: int = 260) -> str:
+    """A grouped bar chart as inline SVG (values in [0, 1]); deterministic text, no scripts."""
+    from markupsafe import escape
+
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
+    left, right, top, bottom = 40, 10, 30, 50
+    plot_w, plot_h = width - left - right, height - top - bottom
+    n_cat, n_ser = max(len(categories), 1), max(len(series), 1)
+    group_w = plot_w / n_cat
+    bar_w = group_w * 0.8 / n_ser
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" '
+           f'width="{width}" height="{height}" class="chart"><title>{escape(title)}</title>',
+           f'<text x="{width / 2:.1f}" y="18" text-anchor="middle" class="chart-title">{escape(title)}</text>']
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = top + plot_h * (1 - tick)
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" class="grid"/>'
+                   f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" class="tick">{tick:.2f}</text>')
+    for ci, cat in enumerate(categories):
+        x0 = left + ci * group_w + group_w * 0.1
+        for si, (name, values) in enumerate(series):
+            value = values[ci]
+            if value is None or math.isnan(value):
+                continue
+            h = plot_h * max(0.0, min(1.0, value))
+            x = x0 + si * bar_w
+            out.append(f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
+                       f'fill="{palette[si % len(palette)]}"><title>{escape(name)} {escape(cat)}: {value:.4f}</title></rect>')
+        out.append(f'<text x="{left + ci * group_w + group_w / 2:.1f}" y="{top + plot_h + 16}" text-anchor="middle" '
+                   f'class="tick">{escape(cat)}</text>')
+    lx = left
+    for si, (name, _) in enumerate(series):
+        out.append(f'<rect x="{lx}" y="{height - 18}" width="10" height="10" fill="{palette[si % len(palette)]}"/>'
+                   f'<text x="{lx + 14}" y="{height - 9}" class="tick">{escape(name)}</text>')
+        lx += 20 + 8 * len(name)
+    out.append("</svg>")
+    return "".join(out)
+
+
+def model_charts(row: RankingRow) -> list[str]:
+    acc = bar_chart_svg("Accuracy against the reference, per question type",
+                        [TYPE_LABELS[t] for t in ALL_TYPES],
+                        [(METRIC_LABELS[m], [row.metrics.get(f"{m}_{t}") for t in ALL_TYPES]) for m in ACCURACY_METRICS])
+    con = bar_chart_svg("Consistency with the original's answer, per variant type",
+                        [TYPE_LABELS[t] for t in VARIANT_TYPES],
+                        [(METRIC_LABELS[m], [row.metrics.get(f"{m}_{t}") for t in VARIANT_TYPES])
+                         for m in CONSISTENCY_METRICS])
+    return [acc, con]
+
+
+def _csv(tracks: dict[str, list[RankingRow]], columns: list[Column]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["task", "rank", "slug", "model", "parameters", "precision", "submitter", "date", "data_sha256",
+                     *[c.metric for c in columns]])
+    for task, rows in tracks.items():
+        for r in rows:
+            writer.writerow([task, r.rank, r.slug, r.model.name, r.model.parameters, r.model.precision,
+                             r.submitter.name, r.date.isoformat(), r.data_sha256,
+                             *["" if (v := r.metrics.get(c.metric)) is None or math.isnan(v) else repr(v)
+                               for c in columns]])
+    return buf.getvalue()
+
+
+def site_json(tracks: dict[str, list[RankingRow]], specs: dict) -> str:
+    doc = {"generator": "consistbench leaderboard build", "schema_version": 1, "default_sort": list(DEFAULT_SORT),
+           "tolerance": {"default": TOLERANCE, "bs": TOLERANCE_BS},
+           "tracks": {task: {"description": TRACKS[task], "task_version": specs[task].version,
+                             "data_sha256": specs[task].data_sha256, "n_docs": len(specs[task].docs),
+                             "rows": [r.model_dump(mode="json") for r in rows]}
+                      for task, rows in tracks.items()}}
+    return json.dumps(_clean(doc), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+
+def collect(submissions_dir: str | Path, task: str | None = None) -> list[tuple[str, Validated]]:
+    """Validate every submission directory (sorted by name); the first invalid one stops the build."""
+    from rich.progress import Progress
+
+    root = Path(submissions_dir)
+    if not root.is_dir():
+        raise ConsistbenchError(f"{root}: not a directory")
+    dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not dirs:
+        raise ConsistbenchError(f"{root}: no submission directories")
+    out = []
+    with Progress(transient=True) as bar:
+        job = bar.add_task("validating submissions", total=len(dirs))
+        for d in dirs:
+            if not SAFE_SLUG.match(d.name):
+                raise ConsistbenchError(f"{d}: submission directory names use lower-case letters, digits, '.', '_' "
+                                        "and '-' (they become page names)")
+            try:
+                out.append((d.name, validate_submission(d, task=task)))
+            except ConsistbenchError as exc:
+                raise ConsistbenchError(f"submission {d.name!r} is invalid: {exc}") from None
+            bar.advance(job)
+    return out
+
+
+def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | None = None) -> dict[str, list[RankingRow]]:
+    """Validate, rank per track and write the site; ``site_dir`` is replaced atomically."""
+    site_dir = Path(site_dir)
+    if site_dir.exists() and (not site_dir.is_dir() or (any(site_dir.iterdir()) and not (site_dir / SITE_MARKER).exists())):
+        raise ConsistbenchError(f"{site_dir}: exists and is not a leaderboard site built by consistbench; "
+                                "choose an empty or new directory")
+    validated = collect(submissions_dir, task)
+    names = [task] if task else list(TRACKS)
+    specs = {name: load_task(name) for name in names}
+    tracks = {name: ranking([(slug, v) for slug, v in validated if v.task == name]) for name in names}
+    columns = ranking_columns()
+    env = _env()
+    main = specs[names[0]]
+    common = {"data_sha256": main.data_sha256, "tolerance": TOLERANCE, "tolerance_bs": TOLERANCE_BS,
+              "limits": {k: v // 1024 for k, v in LIMITS.items()}, "default_sort": DEFAULT_SORT,
+              "main_task": LEADERBOARD_TASK}
+    sections = [{"task": name, "description": TRACKS[name], "version": specs[name].version,
+                 "n_docs": len(specs[name].docs), "rows": tracks[name],
+                 "table": render_ranking_table(tracks[name], columns) if tracks[name] else None} for name in names]
+    pages = {
+        "index.html": env.get_template("index.html").render(sections=sections, root="", **common),
+        "submit.html": env.get_template("submit.html").render(root="", tracks=TRACKS, **common),
+    }
+    for name in names:
+        for row in tracks[name]:
+            pages[f"models/{row.slug}.html"] = env.get_template("model.html").render(
+                row=row, charts=model_charts(row), types=ALL_TYPES, track=TRACKS[name], n_docs=len(specs[name].docs),
+                accuracy=ACCURACY_METRICS, consistency=CONSISTENCY_METRICS, root="../", **common)
+    pages["leaderboard.json"] = site_json(tracks, specs)
+    pages["leaderboard.csv"] = _csv(tracks, columns)
+    pages["submission.schema.json"] = metadata_json_schema_text()
+    pages[SITE_MARKER] = "built by `consistbench leaderboard build`; safe to replace\n"
+    with atomic_path(site_dir, is_dir=True) as tmp:
+        (tmp / "models").mkdir()
+        for name, text in sorted(pages.items()):
+            path = tmp / name
+            path.write_bytes(text.encode("utf-8"))
+            path.chmod(0o644)
+    return tracks
