@@ -224,7 +224,8 @@ def _ordered(names) -> list[str]:
 def _fmt_p(p: float, n: int) -> str:
     if p != p:
         return "-"
-    return f"<{1 / n:.3f}" if p == 0 and n else f"{p:.3f}"
+    text = f"<{1 / n:.3f}" if p == 0 and n else f"{p:.3f}"
+    return text.replace("0.", ".", 1) if p < 1 else text  # narrow enough for an 80-column terminal
 
 
 def comparison_table(result: dict[str, Any]):
@@ -237,7 +238,7 @@ def comparison_table(result: dict[str, Any]):
                           f"resamples, seed {st['seed']}; significant: the {st['confidence']:.0%} interval excludes 0")
     for col, just in (("metric", "left"), ("A", "right"), ("B", "right"), ("A-B", "right"),
                       (f"{st['confidence']:.0%} CI of A-B", "center"), ("p", "right"), ("sig", "center")):
-        table.add_column(col, justify=just, no_wrap=True)
+        table.add_column(col, justify=just, no_wrap=True, min_width=3)
     for name in _ordered(result["metrics"]):
         m = result["metrics"][name]
         ok = m["low"] == m["low"]  # not NaN
