@@ -171,7 +171,8 @@ def cmd_eval(args) -> int:
     opts = EvalOptions(model=args.model, model_args=args.model_args, tasks=tasks, output_path=args.output_path,
                        batch_size=args.batch_size, device=args.device, seed=args.seed, limit=args.limit,
                        apply_chat_template={"auto": None, "yes": True, "no": False}[args.chat_template],
-                       dedup=not args.no_dedup, trust_remote_code=args.trust_remote_code)
+                       dedup=not args.no_dedup, trust_remote_code=args.trust_remote_code,
+                       include_paths=tuple(args.include_path))
     out = run_eval(opts)
     if out["results"] is None:
         return 0
@@ -227,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wrap the prompt in the model's chat template (auto: when the tokenizer has one)")
     p.add_argument("--no-dedup", action="store_true", help="generate repeated prompts once per task")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (off by default)")
+    p.add_argument("--include-path", action="append", default=[],
+                   help="another folder of lm-eval task YAMLs to index (repeatable)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("tasks-path", help="print the directory to pass to lm_eval --include_path")

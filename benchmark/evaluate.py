@@ -109,6 +109,7 @@ class EvalOptions:
     limit: int | None = None
     dedup: bool = True
     trust_remote_code: bool = False
+    include_paths: tuple[str, ...] = ()  # extra task folders, indexed beside consistbench's own
 
 
 def default_model_args() -> str:
@@ -142,10 +143,13 @@ def check_model_args(model: str, model_args: str, trust_remote_code: bool) -> st
     return model_args
 
 
-def task_manager():
+def task_manager(include_paths: tuple[str, ...] = ()):
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(tasks_path()), include_defaults=False)
+    for extra in include_paths:
+        if not Path(extra).is_dir():
+            raise ConsistbenchError(f"--include-path {extra!r} is not a directory")
+    return TaskManager(include_path=[str(tasks_path()), *map(str, include_paths)], include_defaults=False)
 
 
 def check_tasks(tm, tasks: tuple[str, ...]) -> None:
@@ -184,7 +188,7 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
     from lm_eval import evaluator
     from lm_eval.loggers import EvaluationTracker
 
-    tm = task_manager()
+    tm = task_manager(opts.include_paths)
     check_tasks(tm, opts.tasks)
     t0 = time.perf_counter()
     lm, model_args = load_model(opts)
