@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from benchmark import __version__
-from benchmark.intervals import BootstrapSettings, MetricValues, bootstrap_rows, settings_from_env
+from benchmark.intervals import (BootstrapSettings, MetricValues, bootstrap, bootstrap_rows, group_stats,
+                                 settings_from_env)
 from benchmark.metrics import ScoreSettings, Scored, compute_all, pair_by_group
 from benchmark.schema import Row, data_checksum, load_responses
 
@@ -40,9 +42,17 @@ def score_rows(rows: Sequence[Row], settings: ScoreSettings | None = None,
     """
     settings = settings or ScoreSettings()
     scored = to_scored(rows)
-    metrics = compute_all(scored, settings)
     boot = settings_from_env() if boot is True else (boot or None)
-    intervals = bootstrap_rows(scored, settings, boot) if boot else None
+    if boot and settings.compute_bs:
+        # BERTScore is most of the cost: the bootstrap's per-pair values (metrics.bertscore_f1,
+        # the same call compute_all makes) give the bs metrics too, so it runs once
+        stats = group_stats(scored, settings)
+        metrics = compute_all(scored, replace(settings, compute_bs=False))
+        metrics.update({k: v for k, v in stats.point().items() if k == "bs" or k.startswith("bs_")})
+        intervals = bootstrap(stats, boot)
+    else:
+        metrics = compute_all(scored, settings)
+        intervals = bootstrap_rows(scored, settings, boot) if boot else None
     return {
         "consistbench_version": __version__,
         "metrics": MetricValues(metrics, intervals),
