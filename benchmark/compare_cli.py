@@ -299,7 +299,11 @@ def add_compare(sub) -> None:
     from benchmark.intervals import N_RESAMPLES, SEED
 
     p = sub.add_parser("compare", help="paired bootstrap: is model A's score different from model B's?",
-                       description=__doc__.split("\n\n")[1])
+                       description="Paired bootstrap over the groups both models answered: for every metric and "
+                                   "variant type, A, B, the difference A - B, its interval, a p-value and whether "
+                                   "it is significant. Inputs: lm-eval results directories or files "
+                                   "(with --log_samples), samples JSONL, or scorer responses JSONL, on the same "
+                                   "data version.")
     p.add_argument("a", help="model A: lm-eval results dir / results_*.json / samples_*.jsonl, or a responses JSONL")
     p.add_argument("b", help="model B: the same kinds of input, on the same data version")
     p.add_argument("--task", default=None, help=f"lm-eval task to compare (default: the only one, else {DEFAULT_TASK})")
