@@ -1,0 +1,556 @@
+"""Leaderboard: a real submission from ``run_eval``, every rejection the issue lists, the site.
+
+The submission is produced once per session: ``benchmark.evaluate.run_eval`` on a tiny random
+Llama (SmolLM2's tokenizer and chat template; a wide initialisation so that it says varied
+nonsense instead of nothing) over ``consistency_mini``, then ``consistbench leaderboard prepare``.
+Each rejection test copies it and breaks one thing. The browser test drives headless Chromium
+(Debian ``chromium`` + ``chromium-driver``; ``make test`` installs them when missing).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+from benchmark.cli import main
+from benchmark.errors import ConsistbenchError
+from leaderboard import validate as V
+from leaderboard.schema import metadata_json_schema_text
+
+REPO = Path(__file__).resolve().parents[1]
+TASK = "consistency_mini"
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures and helpers
+
+@pytest.fixture(scope="session")
+def chatty_llama_dir(tmp_path_factory, tiny_llama_dir) -> Path:
+    """tiny_llama_dir's architecture re-initialised with std 0.3: non-empty, varied responses."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("chatty-llama")
+    config = LlamaConfig.from_pretrained(tiny_llama_dir)
+    config.initializer_range = 0.3
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def eval_dir(tmp_path_factory, chatty_llama_dir) -> Path:
+    """A real `consistbench eval` output folder (results JSON + samples JSONL) on consistency_mini."""
+    from benchmark.evaluate import EvalOptions, run_eval
+
+    out = tmp_path_factory.mktemp("lb-eval")
+    result = run_eval(EvalOptions(model_args=f"pretrained={chatty_llama_dir},dtype=float32", tasks=(TASK,),
+                                  output_path=str(out), batch_size=64))
+    return result["files"][0].parent
+
+
+@pytest.fixture(scope="session")
+def real_submission(tmp_path_factory, eval_dir) -> Path:
+    out = tmp_path_factory.mktemp("lb-subs") / "tiny-chatty"
+    rc = main(["leaderboard", "prepare", str(eval_dir), "-o", str(out), "--name", "tiny chatty llama",
+               "--submitter", "consistbench tests", "--link", "https://example.org/tiny", "--date", "2026-11-22"])
+    assert rc == 0
+    return out
+
+
+@pytest.fixture
+def sub(tmp_path, real_submission) -> Path:
+    """A private copy of the real submission to break."""
+    dst = tmp_path / "sub"
+    shutil.copytree(real_submission, dst)
+    return dst
+
+
+def meta(sub: Path) -> dict:
+    return json.loads((sub / "metadata.json").read_text())
+
+
+def set_meta(sub: Path, data: dict) -> None:
+    (sub / "metadata.json").write_text(json.dumps(data, indent=2))
+
+
+def results_path(sub: Path) -> Path:
+    return sub / meta(sub)["files"]["results"]
+
+
+def read_results(sub: Path) -> dict:
+    return json.loads(results_path(sub).read_text())
+
+
+def write_results(sub: Path, data: dict) -> None:
+    results_path(sub).write_text(json.dumps(data))
+
+
+def read_samples(sub: Path) -> list[dict]:
+    with gzip.open(sub / meta(sub)["files"]["samples"], "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def write_samples(sub: Path, samples: list[dict], raw_lines: list[str] | None = None) -> None:
+    text = "".join(raw_lines) if raw_lines is not None else "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples)
+    with gzip.open(sub / meta(sub)["files"]["samples"], "wt", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def set_responses(sub: Path, respond) -> dict[str, float]:
+    """Give every document a new response (consistently everywhere in the sample) and report the
+    true scores for it: a valid submission with other numbers. Returns the new metrics."""
+    samples = read_samples(sub)
+    spec = V.load_task(TASK)
+    responses = {}
+    for s in samples:
+        text = respond(s["doc"])
+        responses[s["doc"]["id"]] = text
+        s["resps"] = [[text]]
+        s["filtered_resps"] = [text]
+        for m in spec.metrics:
+            if isinstance(s.get(m), list):
+                s[m][3] = text
+    write_samples(sub, samples)
+    metrics, _ = V.rescore(spec, responses)
+    res = read_results(sub)
+    for m in spec.metrics:
+        res["results"][TASK][f"{m},none"] = metrics[m]
+    write_results(sub, res)
+    return metrics
+
+
+def rejects(sub: Path, *needles: str, task: str | None = None) -> str:
+    with pytest.raises(ConsistbenchError) as info:
+        V.validate_submission(sub, task=task)
+    msg = str(info.value)
+    assert "\n" not in msg
+    for needle in needles:
+        assert needle in msg, msg
+    return msg
+
+
+# ---------------------------------------------------------------------------------------------
+# Acceptance
+
+def test_accepts_a_real_submission_and_rescores_every_metric(real_submission, eval_dir, capsys):
+    v = V.validate_submission(real_submission)
+    assert v.task == TASK
+    spec = V.load_task(TASK)
+    from benchmark.schema import load_data
+
+    groups = set((REPO / "tasks/consistency/data/mini_groups.txt").read_text().split())
+    assert v.n_docs == len(spec.docs) == sum(r.group_id in groups for r in load_data(REPO / "tasks/consistency/data/test.jsonl"))
+    assert v.data_sha256 == json.loads((REPO / "tasks/consistency/data/versions.json").read_text())["test"]["sha256"]
+    reported = json.loads(next(eval_dir.glob("results_*.json")).read_text())["results"][TASK]
+    assert set(v.metrics) == set(spec.metrics) and "em_how_to" in v.metrics and "rougeL_original" in v.metrics
+    for m, value in v.metrics.items():
+        assert abs(value - reported[f"{m},none"]) <= V.tolerance(m)
+    assert 0 < v.metrics["bs"] < 1 and v.n_pairs > 0  # varied responses: nothing trivially 0 or 1
+    assert main(["leaderboard", "validate", str(real_submission)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_accepts_the_plain_lm_eval_samples_file(sub, eval_dir):
+    plain = next(eval_dir.glob(f"samples_{TASK}_*.jsonl"))
+    shutil.copyfile(plain, sub / plain.name)
+    m = meta(sub)
+    (sub / m["files"]["samples"]).unlink()
+    m["files"]["samples"] = plain.name
+    set_meta(sub, m)
+    assert V.validate_submission(sub, task=TASK).n_docs == len(V.load_task(TASK).docs)
+
+
+def test_prepare_writes_reproducible_bytes(tmp_path, eval_dir, real_submission):
+    again = tmp_path / "again"
+    assert main(["leaderboard", "prepare", str(eval_dir), "-o", str(again), "--name", "tiny chatty llama",
+                 "--submitter", "consistbench tests", "--link", "https://example.org/tiny", "--date", "2026-11-22"]) == 0
+    for f in real_submission.iterdir():
+        assert (again / f.name).read_bytes() == f.read_bytes(), f.name
+    assert meta(again)["model"]["parameters"] == read_results(again)["config"]["model_num_parameters"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rejections named in the issue, each with its own message
+
+def test_rejects_an_inflated_score(sub):
+    res = read_results(sub)
+    true = res["results"][TASK]["rs,none"]
+    res["results"][TASK]["rs,none"] = true + 0.05
+    write_results(sub, res)
+    msg = rejects(sub, "metric 'rs'", f"{true + 0.05:.6f}", f"{true:.6f}", "tolerance")
+    assert "rescoring the samples gives" in msg
+
+
+def test_rejects_an_inflated_per_type_score_beyond_the_bertscore_tolerance(sub):
+    res = read_results(sub)
+    res["results"][TASK]["bs_paraphrase,none"] += 10 * V.TOLERANCE_BS
+    write_results(sub, res)
+    rejects(sub, "metric 'bs_paraphrase'")
+
+
+def test_tolerance_lets_float_noise_through(sub):
+    res = read_results(sub)
+    res["results"][TASK]["rougeL,none"] += V.TOLERANCE / 10
+    res["results"][TASK]["bs,none"] += V.TOLERANCE_BS / 10
+    write_results(sub, res)
+    assert V.validate_submission(sub).task == TASK
+
+
+def test_rejects_missing_samples(sub):
+    samples = read_samples(sub)
+    write_samples(sub, samples[:-3])
+    rejects(sub, f"missing samples: 3 of {len(samples)} documents", "have no sample")
+
+
+def test_rejects_a_document_answered_twice(sub):
+    samples = read_samples(sub)
+    write_samples(sub, samples + [samples[5]])
+    rejects(sub, f"document {samples[5]['doc']['id']!r} is answered twice")
+
+
+def test_rejects_a_response_that_belongs_to_another_document(sub):
+    # a careful forger moves doc, doc_id and doc_hash of sample 0 onto sample 1's prompt and response
+    samples = read_samples(sub)
+    a, b = samples[0], samples[1]
+    for key in ("doc", "doc_id", "doc_hash", "target", "target_hash"):
+        a[key], b[key] = b[key], a[key]
+    write_samples(sub, samples)
+    rejects(sub, "does not belong to document", "prompt is not that document's prompt")
+
+
+def test_rejects_a_response_edited_apart_from_its_metric_items(sub):
+    samples = read_samples(sub)
+    other = samples[7]["filtered_resps"][0]
+    samples[3]["resps"], samples[3]["filtered_resps"] = [[other]], [other]
+    write_samples(sub, samples)
+    rejects(sub, f"does not belong to document {samples[3]['doc']['id']!r}", "metric item")
+
+
+def test_rejects_an_edited_document(sub):
+    samples = read_samples(sub)
+    samples[2]["doc"]["reference"] = samples[2]["filtered_resps"][0]  # make the answer "correct"
+    write_samples(sub, samples)
+    rejects(sub, "differs from the shipped document in field 'reference'")
+
+
+def test_rejects_other_generation_settings(sub):
+    samples = read_samples(sub)
+    samples[0]["arguments"]["gen_args_0"]["arg_1"]["max_gen_toks"] = 512
+    write_samples(sub, samples)
+    rejects(sub, "other settings", "max_gen_toks=512")
+
+
+def test_rejects_the_wrong_data_version(sub):
+    res = read_results(sub)
+    res["configs"][TASK]["metadata"]["data_sha256"] = "0" * 64
+    write_results(sub, res)
+    rejects(sub, "wrong data version", "0000000000000000...", V.shipped_data_version()[:16])
+
+
+def test_rejects_a_results_file_without_a_data_version(sub):
+    res = read_results(sub)
+    del res["configs"][TASK]["metadata"]["data_sha256"]
+    write_results(sub, res)
+    rejects(sub, "no data version")
+
+
+def test_rejects_another_task(sub):
+    res = read_results(sub)
+    res["results"]["arc_easy"] = res["results"].pop(TASK)
+    write_results(sub, res)
+    rejects(sub, "holds tasks ['arc_easy']", "'consistency'")
+    with pytest.raises(ConsistbenchError, match="exactly one task, 'consistency'"):
+        V.validate_submission(sub, task="consistency")
+
+
+@pytest.mark.parametrize("name", ["../samples.jsonl.gz", "/etc/passwd", "sub/../../x.jsonl", "..", "~/x.jsonl"])
+def test_rejects_a_file_name_that_leaves_the_directory(sub, name):
+    m = meta(sub)
+    m["files"]["samples"] = name
+    set_meta(sub, m)
+    rejects(sub, f"file name {name!r} tries to leave the submission directory")
+
+
+def test_rejects_a_link_that_leaves_the_directory(sub, tmp_path):
+    outside = tmp_path / "outside.jsonl.gz"
+    shutil.copyfile(sub / meta(sub)["files"]["samples"], outside)
+    (sub / meta(sub)["files"]["samples"]).unlink()
+    os.symlink(outside, sub / meta(sub)["files"]["samples"])
+    rejects(sub, "is a link that leaves the submission directory")
+
+
+def test_rejects_files_above_the_size_limits(sub, monkeypatch):
+    m = meta(sub)
+    (sub / "metadata.json").write_text(json.dumps(m) + " " * V.LIMITS["metadata"])
+    rejects(sub, "metadata file is", "above the limit of 0.0625 MiB")
+    set_meta(sub, m)
+    with results_path(sub).open("a") as fh:
+        fh.write(" " * V.LIMITS["results"])
+    rejects(sub, "results file is", "above the limit of 8 MiB")
+
+
+def test_rejects_a_samples_file_that_decompresses_above_the_limit(sub, monkeypatch):
+    monkeypatch.setitem(V.LIMITS, "samples", 100_000)  # the real file is ~1 MB uncompressed
+    rejects(sub, "samples file is above the limit of", "once decompressed")
+
+
+@pytest.mark.parametrize("which", ["metadata", "results", "samples"])
+def test_rejects_malformed_json(sub, which):
+    if which == "metadata":
+        (sub / "metadata.json").write_text('{"schema_version": 1, "model": ')
+        rejects(sub, "metadata.json", "malformed JSON in the metadata")
+    elif which == "results":
+        path = results_path(sub)
+        path.write_text(path.read_text()[:-200])
+        rejects(sub, "malformed JSON in the results JSON", "line")
+    else:
+        lines = [json.dumps(s) + "\n" for s in read_samples(sub)]
+        lines[4] = lines[4][:50] + "\n"
+        write_samples(sub, [], raw_lines=lines)
+        rejects(sub, ":5: malformed JSON")
+
+
+def test_rejects_a_broken_gzip_file(sub):
+    path = sub / meta(sub)["files"]["samples"]
+    path.write_bytes(path.read_bytes()[:2000])
+    rejects(sub, "not a readable gzip file")
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    (("model", "name"), "", "model.name"),
+    (("model", "link"), "javascript:alert(1)", "model.link: Value error, must be an http"),
+    (("model", "precision"), "fp64", "model.precision"),
+    (("model", "parameters"), 12, "differs from the"),
+    (("surprise",), 1, "surprise: Extra inputs are not permitted"),
+])
+def test_rejects_metadata_that_breaks_the_schema(sub, field, value, needle):
+    m = meta(sub)
+    target = m
+    for key in field[:-1]:
+        target = target[key]
+    target[field[-1]] = value
+    set_meta(sub, m)
+    rejects(sub, needle)
+
+
+def test_cli_prints_one_error_line_and_exits_non_zero(sub, capsys):
+    res = read_results(sub)
+    res["results"][TASK]["em,none"] = 0.99
+    write_results(sub, res)
+    assert main(["leaderboard", "validate", str(sub)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("consistbench: error:") and "metric 'em'" in err[0]
+
+
+def test_shipped_schema_file_is_current():
+    assert (REPO / "leaderboard" / "submission.schema.json").read_text() == metadata_json_schema_text()
+
+
+def test_every_shipped_submission_validates():
+    shipped = sorted(p for p in (REPO / "leaderboard" / "submissions").iterdir() if p.is_dir())
+    assert shipped, "the leaderboard ships at least one entry"
+    for d in shipped:
+        v = V.validate_submission(d)
+        assert v.task in V.TRACKS and v.metadata.model.name
+
+
+# ---------------------------------------------------------------------------------------------
+# The site
+
+XSS_NAME = '<script>window.__pwned = 1</script> "quoted" & <b>bold</b>'
+
+
+@pytest.fixture(scope="session")
+def submissions(tmp_path_factory, real_submission) -> Path:
+    """Three valid mini-track entries with different numbers; one has a hostile name."""
+    root = tmp_path_factory.mktemp("lb-submissions")
+    shutil.copytree(real_submission, root / "a-random")
+    for slug, respond in (("b-reference", lambda d: d["reference"]), ("c-empty", lambda d: "")):
+        shutil.copytree(real_submission, root / slug)
+        set_responses(root / slug, respond)
+    m = meta(root / "c-empty")
+    m["model"]["name"] = XSS_NAME
+    m["notes"] = "</p><script>window.__pwned = 2</script>"
+    set_meta(root / "c-empty", m)
+    return root
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory, submissions) -> Path:
+    from leaderboard.site import build_site
+
+    out = tmp_path_factory.mktemp("lb-site") / "site"
+    build_site(submissions, out)
+    return out
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_site_has_pages_json_csv_and_no_external_resources(site):
+    files = _files(site)
+    for name in ("index.html", "submit.html", "leaderboard.json", "leaderboard.csv", "submission.schema.json",
+                 "models/a-random.html", "models/b-reference.html", "models/c-empty.html"):
+        assert name in files, name
+    for name, data in files.items():
+        if name.endswith(".html"):
+            text = data.decode()
+            assert "http://" not in text.replace('href="https://example.org/tiny"', "").replace(
+                'xmlns="http://www.w3.org/2000/svg"', "") and "<script src" not in text and "<link" not in text, name
+    doc = json.loads(files["leaderboard.json"])
+    rows = doc["tracks"][TASK]["rows"]
+    expected = sorted(rows, key=lambda r: (-r["metrics"]["rougeL"], -r["metrics"]["rs"], r["slug"]))
+    assert [r["slug"] for r in rows] == [r["slug"] for r in expected] and rows[0]["slug"] == "b-reference"
+    assert [r["rank"] for r in rows] == [1, 2, 3]
+    assert rows[0]["metrics"]["rougeL"] == pytest.approx(1.0)
+    assert doc["tracks"]["consistency"]["rows"] == []
+    assert doc["tracks"][TASK]["data_sha256"] == V.shipped_data_version()
+    header, *lines = files["leaderboard.csv"].decode().splitlines()
+    assert header.split(",")[:4] == ["task", "rank", "slug", "model"] and len(lines) == 3
+    assert "em_how_to" in header and "rougeL_original" in header
+    assert files["models/a-random.html"].count(b"<svg") == 2
+    assert V.shipped_data_version().encode() in files["index.html"]
+
+
+def test_user_text_is_escaped(site):
+    index = (site / "index.html").read_text()
+    page = (site / "models/c-empty.html").read_text()
+    for text in (index, page):
+        assert "<script>window.__pwned" not in text
+        assert "&lt;script&gt;window.__pwned = 1&lt;/script&gt;" in text
+        assert "<b>bold</b>" not in text
+    assert "&lt;/p&gt;&lt;script&gt;window.__pwned = 2" in page
+    csv_text = (site / "leaderboard.csv").read_text()
+    assert XSS_NAME.replace('"', '""') in csv_text  # data files keep the text as it is
+
+
+def test_rebuild_is_byte_identical(tmp_path, submissions, site):
+    from leaderboard.site import build_site
+
+    again = tmp_path / "again"
+    build_site(submissions, again)
+    assert _files(again) == _files(site)
+    build_site(submissions, again)  # over an existing site: replaced, still identical
+    assert _files(again) == _files(site)
+
+
+def test_build_is_atomic_and_refuses_foreign_directories(tmp_path, submissions, site):
+    from leaderboard.site import build_site
+
+    out = tmp_path / "site"
+    shutil.copytree(site, out)
+    bad = tmp_path / "subs"
+    shutil.copytree(submissions, bad)
+    res = read_results(bad / "a-random")
+    res["results"][TASK]["em,none"] = 0.5
+    write_results(bad / "a-random", res)
+    with pytest.raises(ConsistbenchError, match="submission 'a-random' is invalid: .*metric 'em'"):
+        build_site(bad, out)
+    assert _files(out) == _files(site)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site", "subs"]  # no temporary directory left
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("keep me")
+    with pytest.raises(ConsistbenchError, match="not a leaderboard site"):
+        build_site(submissions, foreign)
+    assert (foreign / "precious.txt").read_text() == "keep me"
+
+
+def test_rejects_an_unsafe_submission_directory_name(tmp_path, real_submission):
+    from leaderboard.site import build_site
+
+    shutil.copytree(real_submission, tmp_path / "subs" / "Bad Name")
+    with pytest.raises(ConsistbenchError, match="directory names use lower-case"):
+        build_site(tmp_path / "subs", tmp_path / "site")
+
+
+def test_table_shows_confidence_intervals_when_a_row_has_them(site):
+    from leaderboard.schema import RankingRow
+    from leaderboard.site import render_ranking_table
+
+    row = RankingRow.model_validate(json.loads((site / "leaderboard.json").read_text())["tracks"][TASK]["rows"][0])
+    row.ci = {"em": [0.25, 0.75]}
+    html = str(render_ranking_table([row]))
+    assert "[0.250, 0.750]" in html and html.count('class="ci"') == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# In a real browser
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver, "the browser test needs Debian's chromium and chromium-driver (make test installs them)"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                "--allow-file-access-from-files"):
+        opts.add_argument(arg)
+    drv = webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=opts)
+    yield drv
+    drv.quit()
+
+
+def _order(browser, col: str) -> tuple[list[str], list[float]]:
+    from selenium.webdriver.common.by import By
+
+    rows = browser.find_elements(By.CSS_SELECTOR, f"#track-{TASK} table.ranking tbody tr")
+    slugs = [r.get_attribute("data-slug") for r in rows]
+    values = [float(r.find_element(By.CSS_SELECTOR, f'td[data-col="{col}"]').get_attribute("data-value")) for r in rows]
+    return slugs, values
+
+
+def test_site_in_headless_chromium(browser, site, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get((site / "index.html").as_uri())
+    assert browser.execute_script("return window.__pwned === undefined")
+    names = [a.text for a in browser.find_elements(By.CSS_SELECTOR, f"#track-{TASK} td.name a")]
+    assert XSS_NAME in names  # the hostile name is shown as text
+    rows = json.loads((site / "leaderboard.json").read_text())["tracks"][TASK]["rows"]
+    rank = {r["slug"]: r["rank"] for r in rows}
+    before, _ = _order(browser, "rougeL")
+    assert before == sorted(rank, key=rank.get)
+
+    # a metric column whose descending order differs from the ranking (the entries disagree on some)
+    def desc(col):
+        return sorted(rank, key=lambda s: (-next(r for r in rows if r["slug"] == s)["metrics"][col], rank[s]))
+
+    cols = [th.get_attribute("data-col") for th in
+            browser.find_elements(By.CSS_SELECTOR, f'#track-{TASK} th.sortable[data-type="number"]')]
+    col = next(c for c in cols if c not in ("rank", "parameters") and desc(c) != before)
+    header = browser.find_element(By.CSS_SELECTOR, f'#track-{TASK} th[data-col="{col}"]')
+    header.click()
+    slugs, values = _order(browser, col)
+    assert slugs == desc(col) and slugs != before  # descending, ties by rank
+    assert values == sorted(values, reverse=True) and header.get_attribute("aria-sort") == "descending"
+    header.click()
+    slugs, values = _order(browser, col)
+    assert values == sorted(values) and header.get_attribute("aria-sort") == "ascending"
+    browser.save_screenshot(str(tmp_path / "index.png"))
+
+    browser.find_element(By.CSS_SELECTOR, f'#track-{TASK} tr[data-slug="c-empty"] td.name a').click()
+    WebDriverWait(browser, 10).until(EC.title_contains("consistbench leaderboard"))
+    assert browser.current_url.endswith("/models/c-empty.html")
+    assert browser.find_element(By.TAG_NAME, "h1").text == XSS_NAME
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.chart")) == 2
+    assert browser.execute_script("return window.__pwned === undefined")
+    shot = tmp_path / "model.png"
+    browser.save_screenshot(str(shot))
+    png = shot.read_bytes()
+    width, height = struct.unpack(">II", png[16:24])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and width >= 800 and height >= 600
+    print(f"screenshots kept in {tmp_path}")
