@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.consistbench-setup
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup eval test clean-venv
+.PHONY: setup eval test browser-deps clean-venv
 
 setup: $(STAMP)
 
@@ -26,8 +26,13 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 eval: setup
 	$(BIN)/consistbench eval $(EVAL_ARGS)
 
-test: setup
+test: setup browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The leaderboard's browser test drives Debian's headless Chromium; installed once, when missing.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
 
 clean-venv:
 	rm -rf $(VENV)
