@@ -1,0 +1,405 @@
+"""Preference-fusion baselines on a tiny random Llama: WRPO and MRPO against TRL's DPO, the a-schedule,
+losses that decrease, preference data formation, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark.cli import main
+from benchmark.errors import ConsistbenchError
+from reference_method.preference.collator import PreferenceCollator, encode_completion, tokenize_rows
+from reference_method.preference.mrpo_trainer import clip_to_main, reference_weights, virtual_reference
+from reference_method.preference.wrpo_trainer import fusion_alpha, wrpo_loss
+
+QA = [
+    ("How do I copy a list?", "To copy a list, call list.copy() or slice it with [:].",
+     "Use list.copy().", "Bananas are yellow.", "Call list.copy() or use slicing."),
+    ("How do I sort a dict by value?", "sorted(d.items(), key=lambda kv: kv[1]) sorts items by value.",
+     "Use sorted with a key.", "It cannot be done.", "Use sorted(d.items(), key=...)."),
+    ("How do I read a file line by line?", "A file object is iterable: for line in f reads line by line.",
+     "Iterate over the file object.", "Use a database.", "Loop over the file: for line in f."),
+    ("How do I remove duplicates from a list?", "list(dict.fromkeys(xs)) removes duplicates, keeping order.",
+     "Use dict.fromkeys().", "Duplicates stay forever.", "list(dict.fromkeys(xs))"),
+]
+
+
+def pref_rows() -> list[dict]:
+    from benchmark.prompting import prompt_text
+
+    return [{"id": f"g{i}-orig", "group_id": f"g{i}", "variant_type": "original", "question": q, "context": c,
+             "prompt": prompt_text(c, q), "chosen": good, "rejected": bad, "source_chosen": src}
+            for i, (q, c, good, bad, src) in enumerate(QA)]
+
+
+def write_prefs(path: Path, rows: list[dict] | None = None) -> Path:
+    rows = pref_rows() if rows is None else rows
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_llama_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_llama_dir)
+
+
+def load(model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+
+
+def perturb(model, seed: int = 1, std: float = 0.3) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(std * torch.randn(p.shape, generator=g))
+
+
+@pytest.fixture(scope="module")
+def other_ref_dir(tiny_llama_dir, tmp_path_factory):
+    """A second model with the tiny Llama's tokenizer: its weights perturbed."""
+    out = tmp_path_factory.mktemp("tiny-ref2")
+    model = load(tiny_llama_dir)
+    perturb(model, seed=7, std=0.5)
+    model.save_pretrained(out)
+    shutil.copy(tiny_llama_dir / "tokenizer.json", out / "tokenizer.json")
+    shutil.copy(tiny_llama_dir / "tokenizer_config.json", out / "tokenizer_config.json")
+    for extra in ("special_tokens_map.json", "chat_template.jinja"):
+        if (tiny_llama_dir / extra).exists():
+            shutil.copy(tiny_llama_dir / extra, out / extra)
+    return out
+
+
+def trl_dpo_trainer(model, tok, tmp_path):
+    """TRL's own DPOTrainer (sigmoid loss), built on a throwaway string dataset."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    args = DPOConfig(output_dir=str(tmp_path / "dpo"), beta=1.0, use_cpu=True, bf16=False, report_to="none",
+                     precompute_ref_log_probs=True, remove_unused_columns=False, gradient_checkpointing=False)
+    ds = Dataset.from_dict({"prompt": ["Q: a"], "chosen": [" b"], "rejected": [" c"]})
+    return DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+
+
+# ------------------------------------------------------------------------------------------------
+# the a-schedule and the pure loss functions
+
+def test_fusion_alpha_rises_linearly_to_max():
+    values = [fusion_alpha(t, 11, 0.1) for t in range(11)]
+    assert values[0] == 0.0
+    assert values[-1] == pytest.approx(0.1)
+    steps = [b - a for a, b in zip(values, values[1:])]
+    assert all(s == pytest.approx(0.01) for s in steps)
+    # half the run: reaches the maximum at step 4 of 10, then stays
+    half = [fusion_alpha(t, 10, 0.2, warmup_ratio=0.5) for t in range(10)]
+    assert half[4] == pytest.approx(0.2) and half[2] == pytest.approx(0.1) and half[9] == pytest.approx(0.2)
+    assert fusion_alpha(0, 0, 0.3) == 0.3  # outside training: the maximum
+
+
+def test_wrpo_loss_formula():
+    ps, pc, pr = torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-3.0])
+    rs, rc, rr = torch.tensor([-1.5]), torch.tensor([-2.5]), torch.tensor([-2.0])
+    loss, rewards = wrpo_loss(ps, pc, pr, rs, rc, rr, beta=0.5, alpha=0.25)
+    expected = -torch.nn.functional.logsigmoid(torch.tensor(0.5 * (0.25 * 0.5 + 0.75 * 0.5 - (-1.0))))
+    assert loss.item() == pytest.approx(expected.item())
+    assert rewards["rejected"].item() == pytest.approx(-1.0)
+
+
+def test_mrpo_clip_and_weights():
+    chosen = torch.tensor([[-10.0, -30.0, -10.5]])
+    rejected = torch.tensor([[-12.0, -12.0, -20.0]])
+    clipped = clip_to_main(chosen, 0.1)
+    assert clipped[0].tolist() == pytest.approx([-10.0, -11.0, -10.5])  # -30 clipped into [-11, -9]
+    c, r, w = virtual_reference(chosen, rejected, eps=0.1)
+    # clipped rejected: [-12, -12, -13.2]; gaps |c - r|: 2, 1, 2.7 -> weights in that proportion
+    assert w[0].tolist() == pytest.approx([2 / 5.7, 1 / 5.7, 2.7 / 5.7])
+    assert c.item() == pytest.approx((2 * -10 + 1 * -11 + 2.7 * -10.5) / 5.7)
+    assert r.item() == pytest.approx((2 * -12 + 1 * -12 + 2.7 * -13.2) / 5.7)
+    assert reference_weights(chosen, rejected, "uniform")[0].tolist() == pytest.approx([1 / 3] * 3)
+    assert reference_weights(chosen, rejected, fixed=[2, 1, 1])[0].tolist() == pytest.approx([0.5, 0.25, 0.25])
+    same = torch.tensor([[-5.0, -5.0]]), torch.tensor([[-6.0, -6.0]])
+    c, r, _ = virtual_reference(*same, eps=0.1)
+    assert (c.item(), r.item()) == pytest.approx((-5.0, -6.0))
+    with pytest.raises(ValueError):
+        reference_weights(chosen, rejected, fixed=[1.0])
+
+
+# ------------------------------------------------------------------------------------------------
+# WRPO with a = 0 is DPO; MRPO with identical references is DPO
+
+def test_tokenization_matches_evaluation_prompt(tok):
+    rows = pref_rows()
+    cols, dropped = tokenize_rows(rows, tok, completions=("chosen", "rejected", "source"), max_length=None)
+    assert dropped == 0 and len(cols["prompt_ids"]) == len(rows)
+    prompt, completion = encode_completion(tok, rows[0]["context"], rows[0]["question"], rows[0]["chosen"])
+    assert cols["prompt_ids"][0] == prompt and cols["chosen_ids"][0] == completion
+    assert completion[-1] == tok.eos_token_id
+    text = tok.decode(prompt)
+    assert rows[0]["question"] in text and text.rstrip().endswith("assistant")
+    batch = PreferenceCollator(tok.pad_token_id, with_source=True)([{k: v[i] for k, v in cols.items()} for i in range(2)])
+    assert batch["input_ids"].shape[0] == 6
+    assert batch["completion_mask"][4].sum().item() == len(cols["source_ids"][0])
+    short, dropped = tokenize_rows(rows, tok, completions=("chosen", "rejected"), max_length=20)
+    assert dropped == len(rows) and not short["prompt_ids"]
+
+
+def test_wrpo_with_alpha_zero_equals_trl_dpo(tiny_llama_dir, tok, tmp_path):
+    from datasets import Dataset
+
+    from reference_method.preference.wrpo_config import WRPOConfig
+    from reference_method.preference.wrpo_trainer import WRPOTrainer
+
+    cols, _ = tokenize_rows(pref_rows(), tok, completions=("chosen", "rejected", "source"), max_length=None)
+    args = WRPOConfig(output_dir=str(tmp_path / "w"), beta=1.0, alpha_max=0.0, use_cpu=True, max_steps=1)
+    wrpo = WRPOTrainer(model=load(tiny_llama_dir), args=args, train_dataset=Dataset.from_dict(cols),
+                       processing_class=tok, data_collator=PreferenceCollator(tok.pad_token_id, with_source=True))
+    ds = wrpo.train_dataset
+    assert all(c in ds.column_names for c in WRPOTrainer.REF_COLUMNS)
+    dpo = trl_dpo_trainer(load(tiny_llama_dir), tok, tmp_path)
+    # the policy moves away from the reference (same change in both), so rewards are not zero
+    perturb(wrpo.model)
+    perturb(dpo.model)
+    examples = [ds[i] for i in range(len(ds))]
+    w_batch = PreferenceCollator(tok.pad_token_id, with_source=True)(examples)
+    d_examples = [{k: ex[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")} for ex in examples]
+    d_batch = PreferenceCollator(tok.pad_token_id)(d_examples)
+    # TRL's own reference log-probs (from an unperturbed copy) equal the precomputed columns
+    ref_c, ref_r = dpo.compute_ref_log_probs(trl_dpo_trainer(load(tiny_llama_dir), tok, tmp_path / "r").model,
+                                             dict(d_batch))
+    torch.testing.assert_close(ref_c, w_batch["ref_chosen_logps"], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(ref_r, w_batch["ref_rejected_logps"], rtol=1e-5, atol=1e-4)
+    d_batch["ref_chosen_logps"], d_batch["ref_rejected_logps"] = ref_c, ref_r
+    with torch.no_grad():
+        w_loss = wrpo.compute_loss(wrpo.model, w_batch)
+        d_loss = dpo.compute_loss(dpo.model, d_batch)
+    assert abs(w_loss.item() - 0.6931) > 1e-3  # a real preference signal, not log 2
+    torch.testing.assert_close(w_loss, d_loss, rtol=1e-5, atol=1e-6)
+    # with a > 0 the source answers change the loss
+    wrpo.args.alpha_max = 1.0
+    with torch.no_grad():
+        assert abs(wrpo.compute_loss(wrpo.model, w_batch).item() - d_loss.item()) > 1e-4
+
+
+def test_mrpo_with_identical_references_equals_trl_dpo(tiny_llama_dir, other_ref_dir, tok, tmp_path):
+    from datasets import Dataset
+
+    from reference_method.preference.mrpo_config import MRPOConfig
+    from reference_method.preference.mrpo_trainer import (REF_CHOSEN, REF_REJECTED, MRPOTrainer,
+                                                          precompute_reference_logps)
+
+    cols, _ = tokenize_rows(pref_rows(), tok, completions=("chosen", "rejected"), max_length=None)
+    same = dict(cols)
+    same[REF_CHOSEN], same[REF_REJECTED] = precompute_reference_logps(
+        cols, [tiny_llama_dir, tiny_llama_dir], pad_token_id=tok.pad_token_id, log=lambda s: None)
+    assert all(a == b for a, b in same[REF_CHOSEN])
+    args = MRPOConfig(output_dir=str(tmp_path / "m"), beta=1.0, use_cpu=True, max_steps=1)
+    mrpo = MRPOTrainer(model=load(tiny_llama_dir), args=args, train_dataset=Dataset.from_dict(same),
+                       processing_class=tok, data_collator=PreferenceCollator(tok.pad_token_id))
+    dpo = trl_dpo_trainer(load(tiny_llama_dir), tok, tmp_path)
+    perturb(mrpo.model)
+    perturb(dpo.model)
+    examples = [mrpo.train_dataset[i] for i in range(len(cols["prompt_ids"]))]
+    m_batch = PreferenceCollator(tok.pad_token_id)(examples)
+    d_batch = PreferenceCollator(tok.pad_token_id)([{k: ex[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")}
+                                                    for ex in examples])
+    ref_c, ref_r = dpo.compute_ref_log_probs(trl_dpo_trainer(load(tiny_llama_dir), tok, tmp_path / "r").model,
+                                             dict(d_batch))
+    d_batch["ref_chosen_logps"], d_batch["ref_rejected_logps"] = ref_c, ref_r
+    with torch.no_grad():
+        m_loss = mrpo.compute_loss(mrpo.model, m_batch)
+        d_loss = dpo.compute_loss(dpo.model, d_batch)
+    assert abs(m_loss.item() - 0.6931) > 1e-3
+    torch.testing.assert_close(m_loss, d_loss, rtol=1e-4, atol=1e-5)
+    # the same through TRL's own loss code path (taken for any non-default DPO loss option)
+    mrpo.loss_types = ["sigmoid", "sigmoid"]
+    mrpo.loss_weights = [0.5, 0.5]
+    with torch.no_grad():
+        torch.testing.assert_close(mrpo.compute_loss(mrpo.model, m_batch), d_loss, rtol=1e-4, atol=1e-5)
+    mrpo.loss_types, mrpo.loss_weights = ["sigmoid"], [1.0]
+    # a different second reference gives a different virtual reference, hence another loss
+    diff = dict(cols)
+    diff[REF_CHOSEN], diff[REF_REJECTED] = precompute_reference_logps(
+        cols, [tiny_llama_dir, other_ref_dir], pad_token_id=tok.pad_token_id, log=lambda s: None)
+    assert any(a != b for a, b in diff[REF_CHOSEN])
+    d_examples = [dict(ex, **{REF_CHOSEN: diff[REF_CHOSEN][i], REF_REJECTED: diff[REF_REJECTED][i]})
+                  for i, ex in enumerate(examples)]
+    mrpo.args.clip_epsilon = 10.0  # wide trust region: the second reference counts in full
+    with torch.no_grad():
+        other = mrpo.compute_loss(mrpo.model, PreferenceCollator(tok.pad_token_id)(d_examples))
+    assert abs(other.item() - m_loss.item()) > 1e-4
+
+
+# ------------------------------------------------------------------------------------------------
+# end to end: losses decrease, the saved model loads, bad input is refused
+
+def _card(out: Path) -> dict:
+    return json.loads((out / "consistbench_train.json").read_text())
+
+
+def _first_last(history: list[dict]) -> tuple[float, float]:
+    losses = [h["loss"] for h in history]
+    k = max(1, len(losses) // 4)
+    return sum(losses[:k]) / k, sum(losses[-k:]) / k
+
+
+def test_wrpo_cli_loss_decreases_and_saves(tiny_llama_dir, tmp_path):
+    prefs = write_prefs(tmp_path / "prefs.jsonl")
+    out = tmp_path / "wrpo"
+    rc = main(["ref", "wrpo", "--data", str(prefs), "--model", str(tiny_llama_dir), "--output-dir", str(out),
+               "--allow-pad-eq-eos", "--max-steps", "12", "--batch-size", "4", "--learning-rate", "5e-3",
+               "--beta", "0.5", "--alpha-max", "0.5", "--use-cpu"])
+    assert rc == 0
+    card = _card(out)
+    first, last = _first_last(card["loss_history"])
+    assert last < first
+    alphas = [h["alpha"] for h in card["loss_history"]]
+    assert alphas[0] == 0.0 and alphas[-1] == pytest.approx(0.5) and alphas == sorted(alphas)
+    assert card["method"] == "wrpo" and "ICLR 2025" in card["citation"]
+    assert (out / "README.md").is_file() and list(out.glob("*.safetensors"))
+    assert not out.with_name(out.name + ".checkpoints").exists()
+    load(out)  # a plain model
+
+
+def test_mrpo_cli_lora_loss_decreases(tiny_llama_dir, other_ref_dir, tmp_path):
+    prefs = write_prefs(tmp_path / "prefs.jsonl")
+    out = tmp_path / "mrpo"
+    rc = main(["ref", "mrpo", "--data", str(prefs), "--model", str(tiny_llama_dir), "--reference", str(other_ref_dir),
+               "--output-dir", str(out), "--allow-pad-eq-eos", "--max-steps", "12", "--batch-size", "4",
+               "--learning-rate", "2e-2", "--beta", "0.5", "--use-lora", "--lora-r", "4", "--use-cpu"])
+    assert rc == 0
+    card = _card(out)
+    first, last = _first_last(card["loss_history"])
+    assert last < first
+    assert len(card["references"]) == 2 and card["training"]["use_lora"] is True
+    assert len(card["loss_history"][0]["weights"]) == 2
+    model = load(out)
+    assert not any("lora" in n for n, _ in model.named_parameters())
+
+
+def test_bad_input_is_refused(tiny_llama_dir, tmp_path, capsys):
+    from transformers import BertConfig
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    base = ["--model", str(tiny_llama_dir), "--allow-pad-eq-eos", "--use-cpu"]
+    assert main(["ref", "wrpo", "--data", str(empty), "--output-dir", str(tmp_path / "o1"), *base]) == 2
+    assert "empty" in capsys.readouterr().err
+    rows = [{k: v for k, v in r.items() if k != "source_chosen"} for r in pref_rows()]
+    no_source = write_prefs(tmp_path / "nosource.jsonl", rows)
+    assert main(["ref", "wrpo", "--data", str(no_source), "--output-dir", str(tmp_path / "o2"), *base]) == 2
+    assert "source_chosen" in capsys.readouterr().err
+    bert = tmp_path / "bert"
+    BertConfig(vocab_size=100, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+               intermediate_size=8, architectures=["BertModel"]).save_pretrained(bert)
+    prefs = write_prefs(tmp_path / "prefs.jsonl")
+    assert main(["ref", "mrpo", "--data", str(prefs), "--output-dir", str(tmp_path / "o3"), "--reference", str(bert),
+                 *base]) == 2
+    assert "architecture" in capsys.readouterr().err
+    assert main(["ref", "wrpo", "--data", str(prefs), "--output-dir", str(tmp_path / "o4"), "--model", str(bert),
+                 "--allow-pad-eq-eos"]) == 2
+    assert "architecture" in capsys.readouterr().err
+    for o in ("o1", "o2", "o3", "o4"):
+        assert not (tmp_path / o).exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# preference data
+
+def _schema_rows(split: str = "train") -> list:
+    from benchmark.schema import parse_row
+
+    out = []
+    for i, (q, c, good, _bad, _src) in enumerate(QA[:2]):
+        base = {"group_id": f"g{i}", "split": split, "context": c, "reference": good, "passage_id": f"doc.html#p{i}",
+                "source": "https://docs.python.org/3.11/doc.html"}
+        out.append(dict(base, id=f"g{i}-orig", variant_type="original", question=q))
+        out.append(dict(base, id=f"g{i}-howto", variant_type="how_to", question=q.replace("How do I", "How to")[:-1]))
+    return [parse_row(r, f"row {j}") for j, r in enumerate(out)]
+
+
+def test_preference_pairs_are_formed_by_score(monkeypatch, tmp_path):
+    from reference_method.preference import data
+
+    rows = _schema_rows()
+    # scripted answers: [greedy, samples...] per query, in row order (g0 orig, g0 howto, g1 orig, g1 howto)
+    scripted = {
+        "T": [["Use list.copy().", "Bananas.", "Use list.copy() now."],
+              ["Use list.copy() please.", "Something unrelated entirely.", "Use list.copy()."],
+              ["Use sorted with a key.", "No idea.", "Use sorted."],
+              ["Use sorted with a key.", "Use sorted with a key.", "Use sorted with a key."]],
+        "S": [["Call list.copy().", "x", "y"], ["Use list.copy().", "z", "w"],
+              ["Use sorted with a key.", "q", "r"], ["Use sorted with a key function.", "a", "b"]],
+    }
+    monkeypatch.setattr(data, "generate_answers", lambda path, queries, cfg, **kw: scripted[Path(path).name])
+    cfg = data.PrefConfig(n_samples=2)
+    out, stats = data.build_preferences(rows, tmp_path / "T", [tmp_path / "S"], cfg, log=lambda s: None)
+    by_id = {r["id"]: r for r in out}
+    # g1-howto: every target answer is the same: no margin, dropped
+    assert stats.dropped_no_margin == 1 and "g1-howto" not in by_id and stats.pairs == 3
+    r = by_id["g0-howto"]
+    assert r["chosen"] == "Use list.copy()." and r["rejected"] == "Something unrelated entirely."
+    assert r["target_anchor"] == "Use list.copy()."  # the target's greedy answer to the original
+    assert r["source_chosen"] == "Use list.copy()." and r["source_anchor"] == "Call list.copy()."
+    assert r["chosen_score"] > r["rejected_score"]
+    from benchmark.metrics import rouge_l
+
+    expected = 0.5 * rouge_l(r["chosen"], r["reference"]) + 0.5 * rouge_l(r["chosen"], r["target_anchor"])
+    assert r["chosen_score"] == pytest.approx(expected)
+    assert json.loads(r["sampling"])["n_samples"] == 2 and "ROUGE-L" in r["score_definition"]
+    # accuracy only: the consistency term is ignored
+    cfg0 = data.PrefConfig(n_samples=2, consistency_weight=0.0)
+    out0, _ = data.build_preferences(rows, tmp_path / "T", [tmp_path / "S"], cfg0, log=lambda s: None)
+    r0 = {x["id"]: x for x in out0}["g0-howto"]
+    assert r0["chosen_score"] == pytest.approx(rouge_l(r0["chosen"], r0["reference"]))
+
+
+def test_prefs_cli_on_tiny_model_writes_loadable_file(tiny_llama_dir, other_ref_dir, tmp_path, monkeypatch):
+    from datasets import load_dataset
+
+    from reference_method.preference import data
+
+    rows = [r.to_json() for r in _schema_rows()]
+    src = tmp_path / "train.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    real = data.generate_answers
+    calls = []
+
+    def spy(path, queries, cfg, **kw):
+        answers = real(path, queries, cfg, **kw)
+        calls.append(answers)
+        # a random model's answers all score about 0: make the last sample the passage itself,
+        # which overlaps the reference, so every query has a clear best answer
+        return [a[:-1] + [queries[i][0]] for i, a in enumerate(answers)]
+
+    monkeypatch.setattr(data, "generate_answers", spy)
+    out = tmp_path / "prefs.jsonl"
+    rc = main(["ref", "prefs", "-o", str(out), "--data", str(src), "--model", str(tiny_llama_dir),
+               "--source", str(other_ref_dir), "--n-samples", "2", "--max-new-tokens", "6", "--batch-size", "3"])
+    assert rc == 0
+    assert len(calls) == 2 and all(len(a) == 3 for a in calls[0]) and len(calls[0]) == len(rows)
+    ds = load_dataset("json", data_files=str(out), split="train")
+    assert {"prompt", "chosen", "rejected", "source_chosen", "target_model", "seed"} <= set(ds.column_names)
+    assert all(c > r for c, r in zip(ds["chosen_score"], ds["rejected_score"]))
+    variants = [r for r in ds if r["variant_type"] != "original"]
+    assert variants and all(r["chosen"] == r["context"] for r in variants)
+    meta = json.loads(out.with_name(out.name + ".meta.json").read_text())
+    assert meta["config"]["n_samples"] == 2 and meta["stats"]["pairs"] == len(ds)
+
+
+def test_prefs_refuses_heldout_and_other_splits(tiny_llama_dir, tmp_path):
+    from reference_method.preference.data import select_rows
+
+    rows = _schema_rows()
+    with pytest.raises(ConsistbenchError, match="train split only"):
+        select_rows(_schema_rows("test"), limit=None, seed=0, holdout=(set(), set()))
+    kept, refused = select_rows(rows, limit=None, seed=0, holdout=({"doc.html#p0"}, set()))
+    assert refused == 2 and {r.group_id for r in kept} == {"g1"}
+    kept, _ = select_rows(rows, limit=1, seed=0, holdout=(set(), set()))
+    assert len({r.group_id for r in kept}) == 1 and len(kept) == 2
