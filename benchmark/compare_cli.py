@@ -67,8 +67,9 @@ def _version_of_rows(rows) -> str:
     return version if same else data_checksum(rows)
 
 
-def _results_file(path: Path) -> Path:
-    """The newest ``results_*.json`` in ``path`` or in its only model sub-directory."""
+def _results_file(path: Path, task: str | None = None) -> Path:
+    """The newest ``results_*.json`` in ``path`` or in its only model sub-directory (with ``task``:
+    the newest one holding that task)."""
     found = sorted(path.glob("results_*.json"))
     if not found:
         subs = [d for d in path.iterdir() if d.is_dir() and any(d.glob("results_*.json"))]
@@ -78,6 +79,10 @@ def _results_file(path: Path) -> Path:
         found = sorted(subs[0].glob("results_*.json")) if subs else []
     if not found:
         raise ConsistbenchError(f"{path}: no lm-eval results_*.json here (run with --log_samples --output_path)")
+    if task:
+        for candidate in reversed(found):
+            if task in (_read_json(candidate).get("results") or {}):
+                return candidate
     return found[-1]
 
 
@@ -162,7 +167,7 @@ def load_side(path: str | Path, task: str | None = None) -> Side:
     if not path.exists():
         raise ConsistbenchError(f"{path}: no such file or directory")
     if path.is_dir():
-        return _from_results(_results_file(path), task)
+        return _from_results(_results_file(path, task), task)
     if path.suffix == ".json":
         return _from_results(path, task)
     with path.open(encoding="utf-8") as f:

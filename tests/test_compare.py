@@ -101,11 +101,11 @@ def test_only_shared_groups_are_compared(tmp_path):
     assert res["shared_groups"] == 20 and res["only_a_rows"] == len(rows) - len(half) and res["only_b_rows"] == 0
 
 
-def lm_eval_dir(tmp_path, name: str, rows: list[dict], version: str, task: str = "consistency") -> str:
+def lm_eval_dir(tmp_path, name: str, rows: list[dict], version: str, task: str = "consistency",
+                date: str = "2026-01-02T03-04-05.678901") -> str:
     """A results directory the way lm-eval writes it with --log_samples."""
     d = tmp_path / name / "model__x"
-    d.mkdir(parents=True)
-    date = "2026-01-02T03-04-05.678901"
+    d.mkdir(parents=True, exist_ok=True)
     results = {"results": {task: {"em,none": 0.0, "em_stderr,none": "N/A"}},
                "configs": {task: {"metadata": {"data_sha256": version}}}, "model_name": name}
     (d / f"results_{date}.json").write_text(json.dumps(results))
@@ -163,3 +163,14 @@ def test_a_row_that_differs_between_sides_is_refused(tmp_path):
     b.data_version = a.data_version  # even when the recorded versions agree
     with pytest.raises(ConsistbenchError, match="differs between"):
         compare(a, b)
+
+
+def test_task_option_picks_the_run_holding_that_task(tmp_path):
+    rows = data_rows(12)
+    version = data_checksum([parse_row(r, "x") for r in rows])
+    a = lm_eval_dir(tmp_path, "a", with_responses(rows, consistent), version, task="consistency")
+    lm_eval_dir(tmp_path, "a", with_responses(rows[:9], inconsistent), version, task="consistency_mini",
+                date="2026-02-02T03-04-05.678901")  # a newer run of another task in the same folder
+    assert load_side(a).task == "consistency_mini"
+    side = load_side(a, task="consistency")
+    assert side.task == "consistency" and len(side.rows) == len(rows)
