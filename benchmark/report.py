@@ -90,7 +90,10 @@ def print_table(metrics: dict[str, float], counts: dict | None = None, title: st
 
 
 def bar_chart(metrics: dict[str, float], path: str | Path, title: str = "consistbench") -> Path:
-    """PNG with two panels: accuracy per row type and consistency per variant type."""
+    """PNG with two panels: accuracy per row type and consistency per variant type.
+
+    With intervals (:class:`benchmark.intervals.MetricValues`), each bar has its 95% interval.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,6 +101,7 @@ def bar_chart(metrics: dict[str, float], path: str | Path, title: str = "consist
 
     from benchmark.fileio import atomic_path
 
+    ci = (getattr(metrics, "intervals", None) or {}).get("metrics", {})  # error bars when present
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for ax, names, types, label in ((axes[0], ACCURACY_METRICS, ALL_TYPES, "accuracy vs reference"),
                                     (axes[1], CONSISTENCY_METRICS, VARIANT_TYPES, "consistency original vs variant")):
@@ -105,13 +109,19 @@ def bar_chart(metrics: dict[str, float], path: str | Path, title: str = "consist
         for j, name in enumerate(names):
             vals = [metrics.get(f"{name}_{t}", float("nan")) for t in types]
             xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(types))]
-            bars = ax.bar(xs, vals, width, label=name)
+            ivs = [ci.get(f"{name}_{t}") or {} for t in types]
+            yerr = [[max(0.0, v - iv.get("low", v)) if v == v and iv.get("low") == iv.get("low") else 0.0
+                     for v, iv in zip(vals, ivs)],
+                    [max(0.0, iv.get("high", v) - v) if v == v and iv.get("high") == iv.get("high") else 0.0
+                     for v, iv in zip(vals, ivs)]]
+            bars = ax.bar(xs, vals, width, label=name, yerr=yerr if ci else None, capsize=2,
+                          error_kw={"elinewidth": 0.8})
             ax.bar_label(bars, labels=[_fmt(v)[:4] if v == v else "" for v in vals], fontsize=7)
         ax.set_xticks(range(len(types)), types)
         ax.set_ylim(0, 1.05)
         ax.set_title(label)
         ax.legend(fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(title + ("  (error bars: 95% group-bootstrap intervals)" if ci else ""))
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
