@@ -245,7 +245,7 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
     env = _env()
     main = specs[names[0]]
     common = {"data_sha256": main.data_sha256, "tolerance": TOLERANCE, "tolerance_bs": TOLERANCE_BS,
-              "limits": {k: v // 1024 for k, v in LIMITS.items()}, "default_sort": DEFAULT_SORT,
+              "limits": {k: (f"{v // 1048576} MiB" if v >= 1048576 else f"{v // 1024} KiB") for k, v in LIMITS.items()}, "default_sort": DEFAULT_SORT,
               "main_task": LEADERBOARD_TASK}
     sections = [{"task": name, "description": TRACKS[name], "version": specs[name].version,
                  "n_docs": len(specs[name].docs), "rows": tracks[name],

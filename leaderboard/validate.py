@@ -93,7 +93,7 @@ def _fail(msg: str) -> None:
 def _inside(directory: Path, name: str, what: str) -> Path:
     """The path of ``name`` in ``directory``; refuse anything that could leave it."""
     if (not isinstance(name, str) or not name or name.startswith(("/", "\\", "~")) or "/" in name or "\\" in name
-            or name in (".", "..") or ".." in name.split(".") or ":" in name):
+            or name in (".", "..") or ".." in name.split(".") or ":" in name or "\x00" in name):
         _fail(f"{directory / METADATA_FILE}: {what} file name {name!r} tries to leave the submission directory "
               "(give a plain file name inside it)")
     path = directory / name

@@ -168,6 +168,45 @@ def test_accepts_the_plain_lm_eval_samples_file(sub, eval_dir):
     assert V.validate_submission(sub, task=TASK).n_docs == len(V.load_task(TASK).docs)
 
 
+def test_main_track_is_checked_against_the_whole_test_split(tmp_path, real_submission):
+    """A main-track submission (every test document; responses = references, so scoring is quick)."""
+    import hashlib
+
+    from tasks.consistency.utils import doc_to_text
+
+    spec = V.load_task("consistency")
+    gen_kwargs = read_samples(real_submission)[0]["arguments"]["gen_args_0"]["arg_1"]
+    sha = lambda text: hashlib.sha256(text.encode("utf-8")).hexdigest()  # noqa: E731
+    samples = [{"doc_id": i, "doc": doc, "target": doc["reference"],
+                "arguments": {"gen_args_0": {"arg_0": doc_to_text(doc), "arg_1": gen_kwargs}},
+                "resps": [[doc["reference"]]], "filtered_resps": [doc["reference"]], "filter": "none",
+                "doc_hash": sha(json.dumps(doc, indent=2, ensure_ascii=False)), "prompt_hash": sha(doc_to_text(doc))}
+               for i, doc in enumerate(spec.docs)]
+    res = read_results(real_submission)
+    for key in ("results", "configs", "versions", "n-shot", "n-samples", "higher_is_better"):
+        res[key] = {"consistency": res[key][TASK]}
+    res["n-samples"]["consistency"] = {"original": len(samples), "effective": len(samples)}
+    metrics, _ = V.rescore(spec, {d["id"]: d["reference"] for d in spec.docs})
+    for m in spec.metrics:
+        res["results"]["consistency"][f"{m},none"] = metrics[m]
+    sub = tmp_path / "full"
+    shutil.copytree(real_submission, sub)
+    m = meta(sub)
+    (sub / m["files"]["samples"]).unlink()
+    m["files"]["samples"] = "samples_consistency.jsonl.gz"
+    set_meta(sub, m)
+    write_results(sub, res)
+    write_samples(sub, samples)
+    v = V.validate_submission(sub, task="consistency")
+    assert v.n_docs == len(spec.docs) == json.loads((REPO / "tasks/consistency/data/versions.json").read_text())["test"]["rows"]
+    assert v.metrics["rougeL"] == pytest.approx(1.0) and v.metrics["em"] == 1.0
+    write_samples(sub, samples[:-1])
+    rejects(sub, f"missing samples: 1 of {len(spec.docs)} documents of task 'consistency'",
+            repr(samples[-1]["doc"]["id"]))
+    with pytest.raises(ConsistbenchError, match="exactly one task, 'consistency_mini'"):
+        V.validate_submission(sub, task=TASK)
+
+
 def test_prepare_writes_reproducible_bytes(tmp_path, eval_dir, real_submission):
     again = tmp_path / "again"
     assert main(["leaderboard", "prepare", str(eval_dir), "-o", str(again), "--name", "tiny chatty llama",
