@@ -26,6 +26,15 @@ def cmd_validate(args) -> int:
     for m, value in v.metrics.items():
         table.add_row(m, f"{v.reported[m]:.6f}", f"{value:.6f}", f"{v.max_diff[m]:.1e}", f"{tolerance(m):g}")
     Console().print(table)
+    if args.json:
+        from benchmark.fileio import write_json
+
+        write_json(args.json, {"submission": str(args.submission), "valid": True, "task": v.task,
+                               "data_sha256": v.data_sha256, "task_version": v.task_version, "n_docs": v.n_docs,
+                               "n_pairs": v.n_pairs, "metadata": v.metadata.model_dump(mode="json"),
+                               "metrics": {m: {"reported": v.reported[m], "rescored": value, "abs_diff": v.max_diff[m],
+                                               "tolerance": tolerance(m)} for m, value in v.metrics.items()}})
+        print(f"wrote {args.json}")
     print(f"{args.submission}: OK (data version {v.data_sha256[:16]}..., every metric rescored from the samples)")
     return 0
 
@@ -137,6 +146,7 @@ def _add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("submission", help="directory with metadata.json, the results JSON and the samples JSONL")
     p.add_argument("--task", default=None, choices=list(TRACKS),
                    help="track the submission must be on (default: any track; the results JSON names its task)")
+    p.add_argument("--json", help="also write the validation report (reported vs rescored, per metric) here")
     p.set_defaults(func=cmd_validate)
 
     p = lsub.add_parser("build", help="validate every submission and write the static site")

@@ -154,8 +154,11 @@ def test_accepts_a_real_submission_and_rescores_every_metric(real_submission, ev
     for m, value in v.metrics.items():
         assert abs(value - reported[f"{m},none"]) <= V.tolerance(m)
     assert 0 < v.metrics["bs"] < 1 and v.n_pairs > 0  # varied responses: nothing trivially 0 or 1
-    assert main(["leaderboard", "validate", str(real_submission)]) == 0
+    report = real_submission.parent / "report.json"
+    assert main(["leaderboard", "validate", str(real_submission), "--json", str(report)]) == 0
     assert "OK" in capsys.readouterr().out
+    rep = json.loads(report.read_text())
+    assert rep["valid"] and rep["metrics"]["em"]["rescored"] == v.metrics["em"] and rep["metrics"]["bs"]["tolerance"] == V.TOLERANCE_BS
 
 
 def test_accepts_the_plain_lm_eval_samples_file(sub, eval_dir):
