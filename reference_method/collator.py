@@ -10,10 +10,12 @@ by the reference answer and the tokenizer's eos token:
   " " for a completion-style template) plus the reference;
 - without one, the raw prompt, then " " + reference (the prompt ends with "Answer:").
 
-The prompt and the answer are tokenized separately (``add_special_tokens=False``, as lm-eval
-does for a causal model), so the model is trained on precisely the token prefix it sees at
-evaluation, and the eos id is appended as an id, never as text (a special token written as
-text can be split by a tokenizer with a context-dependent normaliser).
+The prompt and the answer are tokenized separately, the prompt the way lm-eval's ``hf`` model
+encodes a generation context (the tokenizer's own special tokens, unless the text already starts
+with the bos token, as a chat template's output usually does), so the model is trained on
+precisely the token prefix it sees at evaluation. The answer gets no special tokens, and the eos
+id is appended as an id, never as text (a special token written as text can be split by a
+tokenizer with a context-dependent normaliser).
 
 The query tokens (for pooling hidden states in the triplet loss) are the prompt tokens whose
 character offsets overlap :func:`benchmark.prompting.question_span`.
@@ -66,7 +68,8 @@ def encode_row(tokenizer, context: str, question: str, reference: str) -> dict[s
     if not getattr(tokenizer, "is_fast", False):
         raise ConsistbenchError("a fast tokenizer (with offset mappings) is needed to find the query tokens")
     text, offset, prefix = render_prompt(tokenizer, context, question)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    starts_with_bos = bool(tokenizer.bos_token) and text.startswith(tokenizer.bos_token)
+    enc = tokenizer(text, add_special_tokens=not starts_with_bos, return_offsets_mapping=True)
     prompt_ids = list(enc["input_ids"])
     q_start, q_end = question_span(context, question)
     q_start, q_end = q_start + offset, q_end + offset

@@ -74,6 +74,11 @@ class ConsistencyConfig(TrainingArguments):
     lora_target_modules (`list[str]`, *optional*, defaults to `["all-linear"]`):
         Modules that get adapters (peft ``target_modules``; ``all-linear`` is peft's shortcut for
         every linear layer except the output head).
+    lora_layers (`int`, *optional*, defaults to `None`):
+        Put adapters only in the last N decoder layers (peft ``layers_to_transform``); ``None``
+        adapts every layer. The layers below then need no gradient, so backpropagation stops at
+        the first adapted layer: a cheaper step on CPU, at the cost of adapting less of the model.
+        This project's choice for its CPU reproduction, not from the paper.
     allow_pad_eq_eos (`bool`, *optional*, defaults to `False`):
         Train even when the tokenizer's pad token is its eos token. Off by default: with
         pad == eos, common collators mask the eos with the padding and the model never learns to
@@ -106,6 +111,7 @@ class ConsistencyConfig(TrainingArguments):
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"],
                                            metadata={"help": "peft target_modules."})
+    lora_layers: int | None = field(default=None, metadata={"help": "Adapt only the last N layers (None: all)."})
     allow_pad_eq_eos: bool = field(default=False, metadata={"help": "Train although pad == eos."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the model folder."})
 
@@ -122,6 +128,8 @@ class ConsistencyConfig(TrainingArguments):
             raise ValueError(f"max_length must be at least 8, got {self.max_length}")
         if self.use_lora and (self.lora_r < 1 or self.lora_alpha < 1):
             raise ValueError("lora_r and lora_alpha must be positive")
+        if self.lora_layers is not None and self.lora_layers < 1:
+            raise ValueError(f"lora_layers must be at least 1, got {self.lora_layers}")
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if isinstance(self.lora_target_modules, str):
@@ -136,19 +144,32 @@ class ConsistencyConfig(TrainingArguments):
         """Whether ``output_dir`` (the checkpoint directory) was set explicitly."""
         return getattr(self, "_checkpoint_dir_given", True)
 
-    def lora_config(self):
-        """The peft ``LoraConfig`` these settings describe."""
+    def lora_config(self, model=None):
+        """The peft ``LoraConfig`` these settings describe (``model`` is needed for ``lora_layers``)."""
         from peft import LoraConfig, TaskType
 
         targets = self.lora_target_modules
+        extra = {}
+        if self.lora_layers is not None:
+            if model is None:
+                raise ValueError("lora_layers needs the model to count its layers")
+            n = model.config.num_hidden_layers
+            if self.lora_layers > n:
+                raise ValueError(f"lora_layers={self.lora_layers} but the model has {n} layers")
+            extra["layers_to_transform"] = list(range(n - self.lora_layers, n))
+            if targets == ["all-linear"]:  # peft needs names with layers_to_transform: every linear of a layer
+                import torch
+
+                targets = sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
+                                  if isinstance(mod, torch.nn.Linear) and ".layers." in name})
         return LoraConfig(task_type=TaskType.CAUSAL_LM, r=self.lora_r, lora_alpha=self.lora_alpha,
                           lora_dropout=self.lora_dropout,
-                          target_modules=targets[0] if targets == ["all-linear"] else list(targets))
+                          target_modules=targets[0] if targets == ["all-linear"] else list(targets), **extra)
 
     def loss_settings(self) -> dict:
         """The fields that define the loss and the model setup (recorded in the model's card)."""
         names = ("alpha", "margin", "distance", "pooling_layer", "pooling", "max_length", "use_lora", "lora_r",
-                 "lora_alpha", "lora_dropout", "lora_target_modules", "learning_rate", "num_train_epochs",
+                 "lora_alpha", "lora_dropout", "lora_target_modules", "lora_layers", "learning_rate", "num_train_epochs",
                  "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "lr_scheduler_type",
                  "warmup_steps", "weight_decay", "max_steps")
         return {n: getattr(self, n) for n in names}

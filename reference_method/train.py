@@ -201,7 +201,11 @@ def load_model(model_dir: Path, config: ConsistencyConfig):
     if config.use_lora:
         from peft import get_peft_model
 
-        model = get_peft_model(model, config.lora_config())
+        try:
+            lora = config.lora_config(model)
+        except ValueError as exc:
+            raise ConsistbenchError(str(exc)) from None
+        model = get_peft_model(model, lora)
     return model
 
 

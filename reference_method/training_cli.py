@@ -60,7 +60,7 @@ def _load_yaml(path: str | None) -> dict:
 _CONFIG_OPTIONS = {
     "alpha": "alpha", "margin": "margin", "distance": "distance", "pooling_layer": "pooling_layer",
     "pooling": "pooling", "max_length": "max_length", "use_lora": "use_lora", "lora_r": "lora_r",
-    "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout", "lora_target_modules": "lora_target_modules",
+    "lora_alpha": "lora_alpha", "lora_dropout": "lora_dropout", "lora_layers": "lora_layers", "lora_target_modules": "lora_target_modules",
     "allow_pad_eq_eos": "allow_pad_eq_eos", "trust_remote_code": "trust_remote_code",
     "learning_rate": "learning_rate", "epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size",
     "grad_accum": "gradient_accumulation_steps", "max_steps": "max_steps", "save_steps": "save_steps",
@@ -184,6 +184,7 @@ def add_ref(rsub: argparse._SubParsersAction) -> None:
     g.add_argument("--lora-alpha", type=int, default=None)
     g.add_argument("--lora-dropout", type=float, default=None)
     g.add_argument("--lora-target-modules", nargs="+", default=None)
+    g.add_argument("--lora-layers", type=int, default=None, help="adapt only the last N layers (default: all)")
     g.add_argument("--allow-pad-eq-eos", action="store_true", default=None)
     g.add_argument("--trust-remote-code", action="store_true", default=None)
     g = p.add_argument_group("optimisation")

@@ -304,15 +304,20 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(fixed_llama, synt
     assert not (tmp_path / "b" / "ckpt").exists()  # checkpoints removed after success
 
 
-def test_lora_adapters_are_merged_into_a_plain_model(fixed_llama, synth_file, tmp_path):
+@pytest.mark.parametrize("lora_layers", [None, 1])
+def test_lora_adapters_are_merged_into_a_plain_model(fixed_llama, synth_file, tmp_path, lora_layers):
     out = train(fixed_llama, synth_file, "how_to", tmp_path / "lora",
-                config(tmp_path, use_lora=True, lora_r=4, lora_alpha=8, learning_rate=1e-2, max_steps=3),
+                config(tmp_path, use_lora=True, lora_r=4, lora_alpha=8, learning_rate=1e-2, max_steps=3,
+                       lora_layers=lora_layers),
                 log=lambda _: None)
     names = {p.name for p in out.iterdir()}
     assert "model.safetensors" in names and not any(n.startswith("adapter") for n in names)
     merged, base = state(out), load_model(fixed_llama).state_dict()
     assert not any("lora" in k for k in merged)
-    assert not torch.equal(merged["model.layers.0.self_attn.q_proj.weight"], base["model.layers.0.self_attn.q_proj.weight"])
+    for name in ("self_attn.q_proj", "mlp.down_proj"):
+        changed = [not torch.equal(merged[f"model.layers.{i}.{name}.weight"], base[f"model.layers.{i}.{name}.weight"])
+                   for i in range(2)]
+        assert changed == ([True, True] if lora_layers is None else [False, True]), name
     assert torch.equal(merged["model.norm.weight"], base["model.norm.weight"])  # not a LoRA target: untouched
     load_model(out)  # loads as a plain transformers model
 
