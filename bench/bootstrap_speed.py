@@ -1,6 +1,7 @@
 """Group bootstrap speed on the full test split, against one full metric computation.
 
-usage: python bench/bootstrap_speed.py [--resamples 1000] [--no-bs] [--naive 3] [--seeds 10] [--coverage 0]
+usage: python bench/bootstrap_speed.py [--resamples 1000] [--no-bs] [--naive 3] [--seeds 10]
+                                      [--coverage 0 [--coverage-groups 150 ...]]
 
 Responses are synthesised from the test split's references (word drops, swaps and truncation;
 about a third of variants answered exactly like their original), since no model's real
@@ -117,6 +118,8 @@ def main() -> None:
     ap.add_argument("--naive", type=int, default=3, help="materialised resamples for the naive estimate (0: skip)")
     ap.add_argument("--seeds", type=int, default=10, help="seeds for the stability check (0: skip)")
     ap.add_argument("--coverage", type=int, default=0, help="simulated benchmarks for the coverage check")
+    ap.add_argument("--coverage-groups", type=int, nargs="+", default=[150],
+                    help="groups per simulated benchmark (several sizes: one line each)")
     args = ap.parse_args()
 
     rows = synthetic_responses()
@@ -154,10 +157,10 @@ def main() -> None:
         print(f"stability over {args.seeds} seeds: Monte Carlo sd of a bound, max {sd.max():.4f} ({worst}), "
               f"overall metrics max {sd[:2].max():.4f}; max range {np.ptp(bounds, axis=0).max():.4f}")
     if args.coverage:
-        (cg, cp), t_cov = timed(lambda: coverage(args.coverage))
-        print(f"coverage of the 95% interval, {args.coverage} simulated benchmarks of 150 groups (1-3 correlated "
-              f"pairs each): group bootstrap {cg:.3f}, pair bootstrap {cp:.3f}  ({t_cov:.1f} s)")
-
+        for n_groups in args.coverage_groups:
+            (cg, cp), t_cov = timed(lambda: coverage(args.coverage, n_groups=n_groups))
+            print(f"coverage of the 95% interval, {args.coverage} simulated benchmarks of {n_groups} groups (1-3 "
+                  f"correlated pairs each): group bootstrap {cg:.3f}, pair bootstrap {cp:.3f}  ({t_cov:.1f} s)")
 
 if __name__ == "__main__":
     main()
