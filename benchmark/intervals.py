@@ -236,8 +236,7 @@ def group_stats(rows: Sequence[M.Scored], settings: M.ScoreSettings | None = Non
     if settings.compute_bs:
         per["bs"] = M.bertscore_f1([(p.variant, p.original) for p in pairs], settings.bertscore)
     for name, values in per.items():
-        if len(pairs):
-            b.ratio(name, pair_group, values)
+        b.ratio(name, pair_group, values)  # no pairs at all: NaN, as in compute_all
         for vtype in VARIANT_TYPES:
             mask = pair_type == vtype
             if mask.any():

@@ -55,6 +55,15 @@ def test_point_equals_compute_all_on_many_groups():
         assert got[name] == pytest.approx(value, abs=1e-12), name
 
 
+def test_rows_without_pairs_give_the_same_metric_names_as_compute_all():
+    rows = [M.Scored("a-o", "a", "original", "x y", "x y z"), M.Scored("b-o", "b", "original", "z", "x y z")]
+    expected = M.compute_all(rows, NO_BS)
+    res = I.bootstrap(I.group_stats(rows, NO_BS), I.BootstrapSettings(n_resamples=50))
+    assert set(res["metrics"]) == set(expected)
+    assert np.isnan(res["metrics"]["em"]["value"]) and np.isnan(res["metrics"]["em"]["low"])
+    assert res["metrics"]["rougeL"]["valid"] == 50
+
+
 def test_bleu_from_stats_matches_sacrebleu_on_edge_cases():
     from sacrebleu.metrics import BLEU
 
