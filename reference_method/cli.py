@@ -10,3 +10,4 @@ import reference_method.weights_cli  # noqa: F401  (ref weights)
 import reference_method.merge.cli  # noqa: F401
 import reference_method.training_cli  # noqa: F401  (ref synth, ref train, doctor)
 import reference_method.preference.cli  # noqa: F401  (ref prefs, ref wrpo, ref mrpo)
+import reference_method.reproduce  # noqa: F401  (ref reproduce)
