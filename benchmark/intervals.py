@@ -231,8 +231,7 @@ def group_stats(rows: Sequence[M.Scored], settings: M.ScoreSettings | None = Non
     pairs = M.pair_by_group(rows)
     pair_group = np.fromiter((index[p.group_id] for p in pairs), dtype=np.int64, count=len(pairs))
     pair_type = np.asarray([p.variant_type for p in pairs])
-    per = {"em": np.asarray([M.exact_match(p.original, p.variant) for p in pairs], dtype=np.float64),
-           "rs": (M.rouge_l_many((p.variant, p.original) for p in pairs) >= settings.rs_threshold).astype(np.float64)}
+    per = {"em": M.em_values(pairs), "rs": M.rs_values(pairs, settings.rs_threshold)}
     if settings.compute_bs:
         per["bs"] = M.bertscore_f1([(p.variant, p.original) for p in pairs], settings.bertscore)
     for name, values in per.items():

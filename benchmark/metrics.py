@@ -107,6 +107,21 @@ def exact_match(a: str, b: str) -> float:
     return float(a.strip() == b.strip())
 
 
+def em_values(pairs: Sequence[Pair]) -> np.ndarray:
+    """Per pair: 1.0 when the original's and the variant's responses match exactly (``em``)."""
+    return np.asarray([exact_match(p.original, p.variant) for p in pairs], dtype=np.float64)
+
+
+def rs_values(pairs: Sequence[Pair], threshold: float = RS_THRESHOLD) -> np.ndarray:
+    """Per pair: 1.0 when ROUGE-L F1 between the two responses is at least ``threshold`` (``rs``).
+
+    Responses that match exactly count as similar even when they hold no word token (rouge-score
+    gives 0.0 to two strings of punctuation), so ``rs >= em`` pair by pair, as it must.
+    """
+    rouge = rouge_l_many((p.variant, p.original) for p in pairs)
+    return np.maximum(rouge >= threshold, em_values(pairs) > 0).astype(np.float64)
+
+
 # ---------------------------------------------------------------------------------------------
 # BERTScore
 
@@ -240,10 +255,10 @@ def consistency_metrics(pairs: Sequence[Pair], settings: ScoreSettings | None = 
     """``em``, ``rs`` and ``bs`` overall and per variant type, over original/variant pairs."""
     settings = settings or ScoreSettings()
     out: dict[str, float] = {}
-    em = np.asarray([exact_match(p.original, p.variant) for p in pairs], dtype=np.float64)
-    rs = rouge_l_many((p.variant, p.original) for p in pairs) >= settings.rs_threshold
+    em = em_values(pairs)
+    rs = rs_values(pairs, settings.rs_threshold)
     bs = bertscore_f1([(p.variant, p.original) for p in pairs], settings.bertscore) if settings.compute_bs else None
-    per = {"em": em, "rs": rs.astype(np.float64)}
+    per = {"em": em, "rs": rs}
     if bs is not None:
         per["bs"] = bs
     for name, values in per.items():

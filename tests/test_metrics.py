@@ -122,3 +122,15 @@ def test_bs_per_type_and_overall_mean(responses_rows):
     assert m["bs"] == pytest.approx(float(np.mean(f1)))
     assert m["bs_plural_article"] == pytest.approx(float(f1[[p.variant_type == "plural_article" for p in pairs]].mean()))
     assert m["bs"] < 1.0
+
+
+def test_rs_counts_identical_responses_without_words_as_similar():
+    """rouge-score gives 0.0 to two identical strings without word tokens; rs must not drop below em."""
+    from benchmark.metrics import Pair, em_values, rouge_l, rs_values
+
+    pairs = [Pair("g1", "paraphrase", "::::", "::::"), Pair("g2", "how_to", "::::", ";;;;"),
+             Pair("g3", "how_to", "Use copy.copy().", "Use copy.copy() here.")]
+    assert rouge_l("::::", "::::") == 0.0  # the library's behaviour this guards against
+    assert list(em_values(pairs)) == [1.0, 0.0, 0.0]
+    assert list(rs_values(pairs, 0.8)) == [1.0, 0.0, 1.0]
+    assert list(rs_values(pairs, 0.9)) == [1.0, 0.0, 0.0]  # F1 6/7
