@@ -30,3 +30,20 @@ def test_score_threshold_option_is_recorded(responses_file, tmp_path):
     result = json.loads(out.read_text())
     assert result["settings"]["rs_threshold"] == 0.5
     assert result["settings"]["bertscore"] is None and "bs" not in result["metrics"]
+
+
+def test_shipped_example_responses_score(tmp_path, capsys):
+    """The README's `consistbench score` example: real SmolLM2 answers on consistency_mini."""
+    import json
+    from pathlib import Path
+
+    from benchmark import cli
+
+    example = Path(__file__).resolve().parents[1] / "tasks/consistency/examples/responses_smollm2_mini.jsonl"
+    out = tmp_path / "r.json"
+    assert cli.main(["score", str(example), "--json", str(out)]) == 0
+    assert "paraphrase" in capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert res["counts"]["groups"] == 37 and res["counts"]["rows"] == 116
+    m = res["metrics"]
+    assert 0.0 < m["em"] <= m["rs"] <= 1.0 and 0.0 < m["rougeL"] < 1.0 and 0.0 < m["bs"] <= 1.0
