@@ -35,6 +35,10 @@ def cmd_eval(args) -> int:
     retriever = make_retriever(args.retriever, _corpus(args), threshold=_threshold(args), model=args.model)
     result = evaluate(retriever, rows, args.k, args.rbo_p, data_path=str(path))
     console = Console()
+    missing = {r.passage_id for r in rows} - set(retriever.corpus.ids)
+    if missing:
+        console.print(f"[yellow]warning: {len(missing)} gold passage ids are not in corpus {retriever.corpus.name!r} "
+                      f"(e.g. {sorted(missing)[0]!r}); their recall is 0[/yellow]")
     console.print(result_table(result, f"retrieval consistency: {args.retriever}, k={args.k}, {path.name}"
                                        + (f", threshold {args.threshold}" if args.threshold is not None else "")))
     console.print(rows_table(result))
