@@ -10,7 +10,10 @@ last checkpoint):
 1. ``synth``   -> ``synth/synth.jsonl``: synthetic variants of train questions (:mod:`.synth`);
    ``select``  -> ``synth/train.jsonl``: with ``questions_per_type`` set, a seeded choice of that
    many questions per variant type among those whose longest training sequence fits
-   ``max_length`` (so the count holds after the trainer's length filter); else every row;
+   ``max_length`` (so the count holds after the trainer's length filter); else every row. With
+   ``all_data_questions`` set, also ``synth/train_all.jsonl`` for the all-data and SFT models:
+   that many of the chosen questions, each with one variant, the types in equal shares (the
+   same training budget as one specialised model); else those two train on the union;
 2. ``train``   -> ``models/<name>/``: plain SFT (``alpha = 0``) on all data, SFT + triplet on all
    data (the all-data model), and one SFT + triplet model per variant type (:mod:`.train`);
 3. ``weights`` -> ``weights/weights.json`` + heatmap: consistency weights of the specialised
@@ -62,6 +65,7 @@ class Preset:
     merge: dict = field(default_factory=dict)  # parameters of the `consistency` merge method
     eval_batch_size: int = 8
     questions_per_type: int | None = None  # training questions per variant type (None: every synthetic one)
+    all_data_questions: int | None = None  # all-data and SFT models: questions, one variant each (None: the union)
 
 
 PRESETS: dict[str, Preset] = {
@@ -83,6 +87,7 @@ PRESETS: dict[str, Preset] = {
         merge={"sparsify": "none", "non_layer": "measured"},
         eval_batch_size=8,
         questions_per_type=200,
+        all_data_questions=210,
     ),
     # The paper's setting for GPU users: Llama-3.1-8B-Instruct (pass its local folder with
     # --model; nothing is downloaded), every train question, LLM paraphrases, LoRA on every layer,
@@ -265,8 +270,12 @@ class Run:
     def train_file(self) -> Path:
         return self.dir / "synth" / "train.jsonl"
 
+    @property
+    def train_all_file(self) -> Path:
+        return self.dir / "synth" / ("train_all.jsonl" if self.preset.all_data_questions else "train.jsonl")
+
     def stage_select(self) -> None:
-        if self.train_file.is_file():
+        if self.train_file.is_file() and self.train_all_file.is_file():
             self.log(f"[select] {self.train_file} exists: skipped")
             return
         self._timed("select", self._select)
@@ -282,6 +291,8 @@ class Run:
         n = self.preset.questions_per_type
         raw = [json.loads(line) for line in self.synth_file.read_text(encoding="utf-8").splitlines() if line.strip()]
         if n is None:
+            if self.preset.all_data_questions:
+                raise ConsistbenchError("all_data_questions needs questions_per_type")
             write_jsonl(self.train_file, raw)
             return
         rows = load_data(self.synth_file)
@@ -306,6 +317,23 @@ class Run:
                                     f"{short} (want {n} per type); raise the synth limit")
         out = [r for r in raw if r["group_id"] in keep
                and (r["variant_type"] == "original" or r["variant_type"] in keep[r["group_id"]])]
+        if self.preset.all_data_questions:
+            m = self.preset.all_data_questions
+            rng = random.Random(f"{self.preset.synth.get('seed', 0)}|all")
+            pick: dict[str, str] = {}  # group -> its one variant type, types in turn
+            pools = {t: sorted(g for g, ts in keep.items() if t in ts) for t in SPECIALISED}
+            for pool in pools.values():
+                rng.shuffle(pool)
+            while len(pick) < m and any(pools.values()):
+                for t in SPECIALISED:
+                    while pools[t] and pools[t][-1] in pick:
+                        pools[t].pop()
+                    if pools[t] and len(pick) < m:
+                        pick[pools[t].pop()] = t
+            if len(pick) < m:
+                raise ConsistbenchError(f"[select] only {len(pick)} questions for the all-data models (want {m})")
+            write_jsonl(self.train_all_file, [r for r in raw if r["group_id"] in pick
+                                              and r["variant_type"] in ("original", pick[r["group_id"]])])
         write_jsonl(self.train_file, out)
         self.log(f"[select] {n} questions per type ({len(keep)} groups, {len(out)} rows) of {len(fits)} groups "
                  f"within {limit} tokens (of {len(by_group)})")
@@ -333,7 +361,8 @@ class Run:
             ckpts = out.with_name(out.name + ".checkpoints")
             resume = latest_checkpoint(ckpts) is not None
             self.log(f"[train {name}] variant type {vtype}, alpha {alpha}" + (" (resuming)" if resume else ""))
-            self._timed(f"train {name}", lambda: train(self.base_model(), self.train_file, vtype, out,
+            data = self.train_all_file if vtype == "all" else self.train_file
+            self._timed(f"train {name}", lambda: train(self.base_model(), data, vtype, out,
                                                        self.train_config(alpha), MiningConfig(**self.preset.mining),
                                                        resume=resume, log=self.log))
             if not (out / "consistbench_train.json").is_file():

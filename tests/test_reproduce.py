@@ -35,6 +35,7 @@ def tiny_preset(model: Path) -> reproduce.Preset:
                    per_device_train_batch_size=2)
     p.weights = {"max_queries": 6, "batch_size": 4}
     p.questions_per_type = 2
+    p.all_data_questions = 3
     return p
 
 
@@ -116,6 +117,12 @@ def test_pipeline_end_to_end_and_resume_skips_finished_stages(tmp_path, fixed_ll
     for t in SPECIALISED:  # select: exactly questions_per_type groups carry each type
         assert len({r["group_id"] for r in chosen if r["variant_type"] == t}) == 2
     assert {r["group_id"] for r in chosen if r["variant_type"] == "original"} == {r["group_id"] for r in chosen}
+    all_rows = [json.loads(line) for line in run.train_all_file.read_text().splitlines()]
+    variants = [r for r in all_rows if r["variant_type"] != "original"]
+    assert sorted(r["variant_type"] for r in variants) == sorted(SPECIALISED)  # 3 questions, one type each
+    assert len({r["group_id"] for r in all_rows}) == 3 and {r["group_id"] for r in all_rows} <= {r["group_id"] for r in chosen}
+    card = json.loads((run.model_dir("sft") / "consistbench_train.json").read_text())
+    assert card["data"]["path"] == str(run.train_all_file.resolve())
     weights = json.loads(run.weights_file.read_text())
     assert [m["label"] for m in weights["models"]] == list(SPECIALISED)
     assert (run.model_dir("merged") / "README.md").is_file()
