@@ -232,7 +232,7 @@ def _number_flip(doc, noun) -> dict[int, str] | None:
     # subject-verb agreement: flip an agreeing auxiliary or present-tense verb of which we are subject
     if noun.dep_ in {"nsubj", "nsubjpass"}:
         head = noun.head
-        while head.pos_ not in {"AUX", "VERB"} and head.head is not head:
+        while head.pos_ not in {"AUX", "VERB"} and head.head.i != head.i:  # spaCy makes a new Token per access: compare indices
             head = head.head  # the small parser sometimes hangs the subject on an acomp
         verbs = [c for c in head.children if c.dep_ in {"aux", "auxpass"}] + [head]
         for verb in verbs:
