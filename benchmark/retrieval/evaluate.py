@@ -16,6 +16,12 @@ from benchmark.errors import ConsistbenchError
 from benchmark.retrieval.metrics import RBO_P, pair_results, summarise
 
 SPLITS = ("train", "dev", "test")
+ORDER = ("overall", "how_to", "plural_article", "paraphrase")
+
+
+def _subsets(summary: dict):
+    """(label, values) in a fixed order (a JSON file read back has its keys sorted)."""
+    return [(label, summary[label]) for label in ORDER if label in summary]
 
 
 def data_file(split: str) -> Path:
@@ -72,9 +78,7 @@ def result_table(result: dict, title: str | None = None):
     for col in ("subset", "pairs", f"jaccard@{k}", f"rbo(p={result['rbo_p']})", f"recall@{k} orig",
                 f"recall@{k} var", "same top-1", "identical"):
         table.add_column(col, justify="left" if col == "subset" else "right")
-    for label, s in result["summary"].items():
-        if label == "rows":
-            continue
+    for label, s in _subsets(result["summary"]):
         table.add_row(label, str(s["pairs"]), _fmt(s["jaccard"]), _fmt(s["rbo"]), _fmt(s["recall_original"]),
                       _fmt(s["recall_variant"]), _fmt(s["same_top1"]), _fmt(s["identical"]))
     return table
@@ -87,7 +91,11 @@ def rows_table(result: dict):
     table = Table(title=f"gold passage per row type ({result['retriever']['retriever']}, k={k})")
     for col in ("rows of", "rows", f"recall@{k}", f"MRR@{k}", "mean hits"):
         table.add_column(col, justify="left" if col == "rows of" else "right")
-    for label, s in result["summary"].get("rows", {}).items():
+    rows = result["summary"].get("rows", {})
+    for label in ("all", "original", "how_to", "plural_article", "paraphrase"):
+        if label not in rows:
+            continue
+        s = rows[label]
         table.add_row(label, str(s["rows"]), _fmt(s["recall"]), _fmt(s["mrr"]), f"{s['mean_hits']:.2f}")
     return table
 
@@ -98,9 +106,7 @@ def markdown_table(results: list[dict]) -> str:
     lines = [f"| retriever | subset | pairs | Jaccard@{k} | RBO (p={results[0]['rbo_p']}) | recall@{k} original "
              f"| recall@{k} variant | same top-1 | identical |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for res in results:
-        for label, s in res["summary"].items():
-            if label == "rows":
-                continue
+        for label, s in _subsets(res["summary"]):
             lines.append(f"| {res['retriever']['retriever']} | {label} | {s['pairs']} | {_fmt(s['jaccard'])} | "
                          f"{_fmt(s['rbo'])} | {_fmt(s['recall_original'])} | {_fmt(s['recall_variant'])} | "
                          f"{_fmt(s['same_top1'])} | {_fmt(s['identical'])} |")
