@@ -86,7 +86,7 @@ def cmd_decompose(args) -> int:
 
         run = run_eval(EvalOptions(model=args.model, model_args=args.model_args, tasks=(gold_task, e2e_task),
                                    output_path=str(out_dir / "runs"), batch_size=args.batch_size,
-                                   trust_remote_code=args.trust_remote_code))
+                                   trust_remote_code=args.trust_remote_code, limit=args.limit))
         files = [Path(f) for f in run["files"]]
         gold_path = _samples_of(files, gold_task)
         retr_path = _samples_of(files, e2e_task)
@@ -95,10 +95,11 @@ def cmd_decompose(args) -> int:
     report = decompose(read_samples(gold_path), read_samples(retr_path), rs_threshold=args.rs_threshold,
                        by=args.by, compute_bs=not args.no_bs)
     report.update({"gold_samples": str(gold_path), "retrieved_samples": str(retr_path), "retriever": args.retriever,
-                   "subset": args.subset, "tasks": [gold_task, e2e_task], "run": run_info})
-    title = f"decomposition: {args.retriever} retrieval, {args.subset} subset"
+                   "subset": args.subset, "tasks": [gold_task, e2e_task], "limit": args.limit, "run": run_info})
+    title = f"decomposition: {args.retriever} retrieval, {args.subset} subset" + (
+        f", first {args.limit} rows" if args.limit else "")
     Console().print(table(report, title))
-    stem = f"decompose_{args.retriever}_{args.subset}"
+    stem = f"decompose_{args.retriever}_{args.subset}" + (f"_limit{args.limit}" if args.limit else "")
     write_json(out_dir / f"{stem}.json", report)
     write_text(out_dir / f"{stem}.md", markdown(report) + "\n")
     chart(report, out_dir / f"{stem}.png", title)
@@ -183,6 +184,9 @@ def _add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-args", default=None, help="lm-eval model args (default: the embedded SmolLM2)")
     p.add_argument("--batch-size", default=8)
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--limit", type=int, default=None,
+                   help="only the first N rows of each task (rows are stored group by group, original first, so "
+                        "N at a group boundary keeps whole groups): for a quick look on a slow machine")
     p.add_argument("--gold-samples", default=None, help="use this samples JSONL (fixed contexts) instead of running")
     p.add_argument("--retrieved-samples", default=None, help="use this samples JSONL (an e2e task) instead of running")
     p.add_argument("--by", default="rs", choices=("rs", "em"), help="what makes a pair inconsistent (default rs)")
