@@ -6,7 +6,7 @@ Every submission is validated (and rescored) first; the site shows the rescored 
   consistency side by side), the data version, a link to the submission guide;
 * ``models/<slug>.html``  one page per model: metadata, per-type table and inline SVG charts;
 * ``submit.html``  how to submit; ``leaderboard.json`` / ``leaderboard.csv`` for machines;
-  ``submission.schema.json`` the metadata schema.
+  ``submission.schema.json`` the metadata schema; ``submissions/<slug>/`` each entry's own files.
 
 Pages carry their CSS and JavaScript inline (no CDN, no server: they work from ``file://``).
 All user text goes through Jinja2's autoescaping. The output is byte-identical for identical
@@ -254,19 +254,26 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
         "index.html": env.get_template("index.html").render(sections=sections, root="", **common),
         "submit.html": env.get_template("submit.html").render(root="", tracks=TRACKS, **common),
     }
+    by_slug = dict(validated)
     for name in names:
         for row in tracks[name]:
+            # the submission's own files ship with the site, so anyone can re-check the numbers
+            v = by_slug[row.slug]
+            files = ["metadata.json", v.metadata.files.results, v.metadata.files.samples]
+            for f in files:
+                pages[f"submissions/{row.slug}/{f}"] = (v.directory / f).read_bytes()
             pages[f"models/{row.slug}.html"] = env.get_template("model.html").render(
                 row=row, charts=model_charts(row), types=ALL_TYPES, track=TRACKS[name], n_docs=len(specs[name].docs),
-                accuracy=ACCURACY_METRICS, consistency=CONSISTENCY_METRICS, root="../", **common)
+                accuracy=ACCURACY_METRICS, consistency=CONSISTENCY_METRICS, files=files, root="../", **common)
     pages["leaderboard.json"] = site_json(tracks, specs)
     pages["leaderboard.csv"] = _csv(tracks, columns)
     pages["submission.schema.json"] = metadata_json_schema_text()
     pages[SITE_MARKER] = "built by `consistbench leaderboard build`; safe to replace\n"
     with atomic_path(site_dir, is_dir=True) as tmp:
         (tmp / "models").mkdir()
-        for name, text in sorted(pages.items()):
+        for name, content in sorted(pages.items()):
             path = tmp / name
-            path.write_bytes(text.encode("utf-8"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
             path.chmod(0o644)
     return tracks

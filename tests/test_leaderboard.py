@@ -438,7 +438,7 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_site_has_pages_json_csv_and_no_external_resources(site):
+def test_site_has_pages_json_csv_and_no_external_resources(site, submissions):
     files = _files(site)
     for name in ("index.html", "submit.html", "leaderboard.json", "leaderboard.csv", "submission.schema.json",
                  "models/a-random.html", "models/b-reference.html", "models/c-empty.html"):
@@ -460,6 +460,9 @@ def test_site_has_pages_json_csv_and_no_external_resources(site):
     assert header.split(",")[:4] == ["task", "rank", "slug", "model"] and len(lines) == 3
     assert "em_how_to" in header and "rougeL_original" in header
     assert files["models/a-random.html"].count(b"<svg") == 2
+    for f in (submissions / "b-reference").iterdir():  # each entry's own files ship with the site
+        assert files[f"submissions/b-reference/{f.name}"] == f.read_bytes()
+        assert f'href="../submissions/b-reference/{f.name}"'.encode() in files["models/b-reference.html"]
     assert V.shipped_data_version().encode() in files["index.html"]
 
 
