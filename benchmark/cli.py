@@ -172,7 +172,7 @@ def cmd_eval(args) -> int:
                        batch_size=args.batch_size, device=args.device, seed=args.seed, limit=args.limit,
                        apply_chat_template={"auto": None, "yes": True, "no": False}[args.chat_template],
                        dedup=not args.no_dedup, trust_remote_code=args.trust_remote_code,
-                       include_paths=tuple(args.include_path))
+                       include_paths=tuple(args.include_path), gen_kwargs=args.gen_kwargs)
     out = run_eval(opts)
     if out["results"] is None:
         return 0
@@ -228,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wrap the prompt in the model's chat template (auto: when the tokenizer has one)")
     p.add_argument("--no-dedup", action="store_true", help="generate repeated prompts once per task")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code (off by default)")
+    p.add_argument("--gen-kwargs", default=None,
+                   help="override the tasks' generation settings, as lm-eval's --gen_kwargs (e.g. max_gen_toks=128); "
+                        "results then differ from the benchmark's defaults")
     p.add_argument("--include-path", action="append", default=[],
                    help="another folder of lm-eval task YAMLs to index (repeatable)")
     p.set_defaults(func=cmd_eval)

@@ -11,3 +11,7 @@ class ConsistbenchError(Exception):
 
 class DataError(ConsistbenchError):
     """A data or responses file that breaks the schema (the message names file and line)."""
+
+
+class DataVersionError(DataError):
+    """The data on disk is not the version a task (or a submission) was made for."""

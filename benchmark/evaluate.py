@@ -74,6 +74,16 @@ def make_dedup_lm(inner):
         def chat_template(self, chat_template=False):
             return self.inner.chat_template(chat_template)
 
+        # The LM base class defines single-process no-ops for these; data parallel runs need the model's.
+        def all_gather(self, tensor):
+            return self.inner.all_gather(tensor)
+
+        def gather_object(self, obj, dst=0):
+            return self.inner.gather_object(obj, dst)
+
+        def barrier(self):
+            return self.inner.barrier()
+
         def loglikelihood(self, requests):
             return self.inner.loglikelihood(requests)
 
@@ -110,6 +120,7 @@ class EvalOptions:
     dedup: bool = True
     trust_remote_code: bool = False
     include_paths: tuple[str, ...] = ()  # extra task folders, indexed beside consistbench's own
+    gen_kwargs: str | None = None  # lm-eval --gen_kwargs, e.g. "max_gen_toks=128" (overrides the tasks')
 
 
 def default_model_args() -> str:
@@ -168,14 +179,40 @@ def load_model(opts: EvalOptions):
         cls = get_model(opts.model)
     except (ValueError, KeyError) as exc:
         raise ConsistbenchError(f"unknown lm-eval model type {opts.model!r}: {exc}") from None
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed and str(opts.device).startswith("cpu"):
+        os.environ.setdefault("ACCELERATE_USE_CPU", "1")  # join the ranks over gloo, not a GPU backend
     try:
         lm = cls.create_from_arg_string(model_args, {"batch_size": opts.batch_size, "device": opts.device})
+        if distributed:
+            enable_cpu_data_parallel(lm)
     except ConsistbenchError:
         raise
     except Exception as exc:  # noqa: BLE001 - any loader failure becomes one clear line
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConsistbenchError(f"model failed to load ({opts.model}, {model_args}): {type(exc).__name__}: {msg}") from None
     return lm, model_args
+
+
+def enable_cpu_data_parallel(lm) -> None:
+    """Split the rows over the ranks of an ``accelerate launch`` on CPU.
+
+    lm-eval 0.4.13's ``HFLM`` turns on data parallelism only when it sees more than one GPU, so
+    under ``accelerate launch`` on CPU every process would generate every row. Here, once the
+    model is loaded, the ranks are wired up the way HFLM does it on GPUs (its ``accelerator``,
+    ``_rank``, ``_world_size``); lm-eval then shards the requests and gathers every rank's
+    items before the aggregations, which pair responses by ``group_id``.
+    """
+    from accelerate import Accelerator
+    from lm_eval.models.huggingface import HFLM
+
+    if not isinstance(lm, HFLM) or lm.world_size > 1:
+        return
+    accelerator = Accelerator()
+    if accelerator.num_processes > 1:
+        lm.accelerator = accelerator
+        lm._rank = accelerator.process_index
+        lm._world_size = accelerator.num_processes
 
 
 def _has_chat_template(lm) -> bool:
@@ -202,21 +239,24 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
         try:
             results = evaluator.simple_evaluate(
                 model=model, tasks=list(opts.tasks), task_manager=tm, apply_chat_template=chat,
-                log_samples=True, evaluation_tracker=tracker, limit=opts.limit, random_seed=opts.seed,
-                numpy_random_seed=opts.seed, torch_random_seed=opts.seed, fewshot_random_seed=opts.seed)
+                log_samples=True, evaluation_tracker=tracker, limit=opts.limit, gen_kwargs=opts.gen_kwargs,
+                random_seed=opts.seed, numpy_random_seed=opts.seed, torch_random_seed=opts.seed, fewshot_random_seed=opts.seed)
         except ConsistbenchError:
             raise
         except Exception as exc:  # noqa: BLE001
-            from tasks.consistency.utils import DataVersionError
+            from benchmark.errors import DataVersionError
 
-            if isinstance(exc, DataVersionError) or isinstance(exc.__cause__, DataVersionError):
+            if isinstance(exc.__cause__, DataVersionError):
                 raise ConsistbenchError(str(exc)) from None
             raise
+        counts = (getattr(model, "requested", 0), getattr(model, "generated", 0))
+        per_rank = lm.gather_object(counts) if lm.world_size > 1 else [counts]  # a collective: every rank calls it
         if results is None:  # non-zero ranks under accelerate
             return {"results": None, "files": [], "dedup": None}
         results["config"]["model_args"] = model_args
         results["config"]["model"] = opts.model
-        dedup = {"requested": getattr(model, "requested", None), "generated": getattr(model, "generated", None)}
+        dedup = ({"requested": sum(c[0] for c in per_rank), "generated": sum(c[1] for c in per_rank)}
+                 if opts.dedup else None)
         results["consistbench"] = {"dedup": dedup, "wall_seconds": round(time.perf_counter() - t0, 2),
                                    "apply_chat_template": bool(chat)}
         samples = results.pop("samples")

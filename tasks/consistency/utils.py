@@ -38,8 +38,9 @@ from benchmark.variants import ALL_TYPES, VARIANT_TYPES  # noqa: E402
 DATA_DIR = _HERE / "data"
 
 
-class DataVersionError(RuntimeError):
-    pass
+# Raised by :func:`load`; defined in benchmark so that it is one class however lm-eval imports
+# this file (it loads it from its path, not as ``tasks.consistency.utils``).
+from benchmark.errors import DataVersionError  # noqa: E402
 
 
 @functools.lru_cache(maxsize=2)
