@@ -5,11 +5,12 @@ retriever answers them in batches of ``--batch-size`` (default 256) with k = 5; 
 queries per second of wall time, best of ``--repeats`` runs, for each retriever in this same
 process, and their ratio. On a shared machine the wall figure depends on what else runs, so the
 CPU time of the same run (``time.process_time``, all threads) is reported beside it: queries per
-CPU-second times the thread count is the rate on that many dedicated cores (an upper bound that
-ignores imperfect thread scaling; with ``--threads 1`` it is exact per core). The dense time includes encoding the queries with the embedded
+CPU-second times 2 is the rate on 2 dedicated cores: exact for two single-threaded workers
+(``--threads 1``; queries are independent), an upper bound for one process with 2 threads
+(imperfect scaling, and spin-waiting OpenMP threads inflate CPU time on a loaded machine). The dense time includes encoding the queries with the embedded
 all-MiniLM-L6-v2 (the whole per-query cost), not only the matrix product.
 
-    OMP_NUM_THREADS=2 .venv/bin/python bench/retrieval_speed.py
+    OMP_NUM_THREADS=1 .venv/bin/python bench/retrieval_speed.py --threads 1
 """
 
 from __future__ import annotations
@@ -77,8 +78,10 @@ def main() -> int:
     for name, r in (("bm25", bm25_r), ("dense", dense_r)):
         print(f"{name:6} {r['queries_per_second']:18.1f} {r['queries_per_cpu_second']:24.1f}")
     print(f"ratio dense/bm25: {result['dense_over_bm25_wall']:.3f}x (wall), {result['dense_over_bm25_cpu']:.3f}x (CPU time)")
-    print(f"dense on {threads} dedicated cores (CPU-time figure x {threads}): "
-          f"{dense_r['queries_per_cpu_second'] * threads:.1f} queries/s (target >= 200 on 2 cores)")
+    two_cores = dense_r["queries_per_cpu_second"] * 2
+    result["dense_on_2_dedicated_cores"] = round(two_cores, 1)
+    how = ("two single-threaded workers" if threads == 1 else f"{threads} threads, assuming perfect scaling")
+    print(f"dense on 2 dedicated cores ({how}): {two_cores:.1f} queries/s (target >= 200)")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
