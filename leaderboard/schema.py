@@ -129,6 +129,10 @@ class RankingRow(BaseModel):
     reported: dict[str, float] = Field(default_factory=dict, description="the numbers the submission's results JSON reported")
     notes: str | None = None
     ci: dict[str, list[float]] | None = None
+    # from rank 2 on: the paired bootstrap of this model against the one ranked above it on the
+    # ranking metrics; ``tied_with_above`` when the difference on the first one is not significant
+    vs_above: dict[str, dict[str, float | bool]] | None = None
+    tied_with_above: bool | None = None
 
 
 def metadata_json_schema() -> dict:

@@ -97,6 +97,34 @@ def ranking(validated: list[tuple[str, Validated]]) -> list[RankingRow]:
     return rows
 
 
+def attach_intervals(rows: list[RankingRow], validated: dict[str, Validated], spec, boot=None) -> dict:
+    """95% group-bootstrap interval of every metric (``row.ci``) and, from rank 2 on, the paired
+    bootstrap against the model ranked just above (``row.vs_above``, ``row.tied_with_above``).
+
+    See docs/METRICS.md, "Confidence intervals": groups are resampled whole, both models of a
+    pair on the same resampled groups; the seed is fixed, so rebuilds stay byte-identical.
+    """
+    from benchmark import intervals as I
+    from benchmark import metrics as M
+
+    boot = boot or I.BootstrapSettings()
+    settings = M.ScoreSettings(rs_threshold=spec.rs_threshold)
+    stats = []
+    for row in rows:
+        responses = validated[row.slug].responses
+        scored = [M.Scored(d["id"], d["group_id"], d["variant_type"], responses[d["id"]], d["reference"])
+                  for d in spec.docs]
+        stats.append(I.group_stats(scored, settings))
+        iv = I.bootstrap(stats[-1], boot)["metrics"]
+        row.ci = {m: [v["low"], v["high"]] for m, v in sorted(iv.items()) if not math.isnan(v["low"])}
+    for i in range(1, len(rows)):
+        diff = I.paired_bootstrap(stats[i - 1], stats[i], boot)["metrics"]
+        rows[i].vs_above = {m: {k: diff[m][k] for k in ("difference", "low", "high", "p_value", "significant")}
+                            for m in DEFAULT_SORT if m in diff}
+        rows[i].tied_with_above = not diff[DEFAULT_SORT[0]]["significant"]
+    return boot.describe()
+
+
 # ---------------------------------------------------------------------------------------------
 # Rendering
 
@@ -194,9 +222,9 @@ def _csv(tracks: dict[str, list[RankingRow]], columns: list[Column]) -> str:
     return buf.getvalue()
 
 
-def site_json(tracks: dict[str, list[RankingRow]], specs: dict) -> str:
+def site_json(tracks: dict[str, list[RankingRow]], specs: dict, intervals: dict | None = None) -> str:
     doc = {"generator": "consistbench leaderboard build", "schema_version": 1, "default_sort": list(DEFAULT_SORT),
-           "tolerance": {"default": TOLERANCE, "bs": TOLERANCE_BS},
+           "tolerance": {"default": TOLERANCE, "bs": TOLERANCE_BS}, "intervals": intervals,
            "tracks": {task: {"description": TRACKS[task], "task_version": specs[task].version,
                              "data_sha256": specs[task].data_sha256, "n_docs": len(specs[task].docs),
                              "rows": [r.model_dump(mode="json") for r in rows]}
@@ -241,12 +269,15 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
     names = [task] if task else list(TRACKS)
     specs = {name: load_task(name) for name in names}
     tracks = {name: ranking([(slug, v) for slug, v in validated if v.task == name]) for name in names}
+    intervals = {}
+    for name in names:  # 95% intervals and tie marks (issue 10)
+        intervals = attach_intervals(tracks[name], dict(validated), specs[name])
     columns = ranking_columns()
     env = _env()
     main = specs[names[0]]
     common = {"data_sha256": main.data_sha256, "tolerance": TOLERANCE, "tolerance_bs": TOLERANCE_BS,
               "limits": {k: (f"{v // 1048576} MiB" if v >= 1048576 else f"{v // 1024} KiB") for k, v in LIMITS.items()}, "default_sort": DEFAULT_SORT,
-              "main_task": LEADERBOARD_TASK}
+              "main_task": LEADERBOARD_TASK, "intervals": intervals}
     sections = [{"task": name, "description": TRACKS[name], "version": specs[name].version,
                  "n_docs": len(specs[name].docs), "rows": tracks[name],
                  "table": render_ranking_table(tracks[name], columns) if tracks[name] else None} for name in names]
@@ -265,7 +296,7 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
             pages[f"models/{row.slug}.html"] = env.get_template("model.html").render(
                 row=row, charts=model_charts(row), types=ALL_TYPES, track=TRACKS[name], n_docs=len(specs[name].docs),
                 accuracy=ACCURACY_METRICS, consistency=CONSISTENCY_METRICS, files=files, root="../", **common)
-    pages["leaderboard.json"] = site_json(tracks, specs)
+    pages["leaderboard.json"] = site_json(tracks, specs, intervals)
     pages["leaderboard.csv"] = _csv(tracks, columns)
     pages["submission.schema.json"] = metadata_json_schema_text()
     pages[SITE_MARKER] = "built by `consistbench leaderboard build`; safe to replace\n"

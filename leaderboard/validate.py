@@ -81,6 +81,7 @@ class Validated:
     max_diff: dict[str, float] = field(default_factory=dict)
     lm_eval_version: str | None = None
     model_args: str | None = None
+    responses: dict[str, str] = field(default_factory=dict, repr=False)  # doc id -> response (for intervals)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,4 +433,4 @@ def validate_submission(directory: str | Path, task: str | None = None) -> Valid
                      task_version=spec.version, n_docs=len(spec.docs), n_pairs=n_pairs,
                      metrics={m: rescored[m] for m in spec.metrics}, reported=reported, max_diff=diffs,
                      lm_eval_version=res.get("lm_eval_version"),
-                     model_args=(res.get("config") or {}).get("model_args"))
+                     model_args=(res.get("config") or {}).get("model_args"), responses=responses)

@@ -528,6 +528,35 @@ def test_table_shows_confidence_intervals_when_a_row_has_them(site):
     assert "[0.250, 0.750]" in html and html.count('class="ci"') == 1
 
 
+def test_ranking_has_group_bootstrap_intervals_and_tie_marks(site, submissions, real_submission, tmp_path):
+    from leaderboard.site import build_site
+
+    doc = json.loads((site / "leaderboard.json").read_text())
+    assert doc["intervals"]["n_resamples"] == 1000 and doc["intervals"]["unit"] == "group_id"
+    rows = doc["tracks"][TASK]["rows"]
+    for row in rows:
+        for metric in ("rougeL", "bleu", "em", "rs", "bs", "em_paraphrase"):
+            low, high = row["ci"][metric]
+            assert low - 1e-12 <= row["metrics"][metric] <= high + 1e-12, (row["slug"], metric)
+    assert rows[0]["vs_above"] is None and rows[0]["tied_with_above"] is None
+    # reference answers (rougeL 1.0) against a random tiny model: a real difference, no tie
+    assert rows[0]["slug"] == "b-reference" and rows[1]["tied_with_above"] is False
+    assert rows[1]["vs_above"]["rougeL"]["significant"] and rows[1]["vs_above"]["rougeL"]["low"] > 0
+    # two entries with the same responses: the second is marked as tied with the first
+    root = tmp_path / "subs"
+    for slug in ("x-first", "y-same"):
+        shutil.copytree(real_submission, root / slug)
+    build_site(root, tmp_path / "site")
+    tied = json.loads((tmp_path / "site" / "leaderboard.json").read_text())["tracks"][TASK]["rows"]
+    assert [r["tied_with_above"] for r in tied] == [None, True]
+    assert tied[1]["vs_above"]["rougeL"] == {"difference": 0.0, "low": 0.0, "high": 0.0, "p_value": 1.0,
+                                             "significant": False}
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert index.count('<span class="tie" title=') == 1 and "not significantly different" in index
+    body = (site / "index.html").read_text().split("<tbody>")[1]
+    assert body.count('<span class="tie"') == sum(bool(r["tied_with_above"]) for r in rows)
+
+
 # ---------------------------------------------------------------------------------------------
 # In a real browser
 
