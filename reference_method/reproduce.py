@@ -260,7 +260,11 @@ class Run:
         paraphraser = make_paraphraser(backend, model=pmodel) if "paraphrase" in s["types"] else None
 
         def run():
-            stats = synthesize_file(default_train_file(), self.synth_file, paraphraser=paraphraser, **s)
+            t0 = time.monotonic()
+            # a line per variant type: the stage takes minutes on CPU and has no finer-grained step
+            stats = synthesize_file(default_train_file(), self.synth_file, paraphraser=paraphraser, **s,
+                                    progress=lambda kind, n: self.log(f"[synth] {kind}: candidates for {n} "
+                                                                      f"questions ({time.monotonic() - t0:.0f} s)"))
             self.log(f"[synth] {stats.originals} originals, variants {stats.variants}, "
                      f"{stats.duplicates} duplicates dropped")
 
