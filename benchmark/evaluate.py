@@ -264,6 +264,9 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
         from tasks.consistency.utils import settings_from_env
 
         add_to_lm_eval_results(results, samples, settings_from_env())  # 95% intervals, stderr column
+        # lm-eval names the model from the model_args string it was given; handed a model object it
+        # makes up a random id, so name it here as its CLI would (the `pretrained` value)
+        tracker.general_config_tracker.model_name = _parse_model_args(model_args).get("pretrained", opts.model)
         tracker.general_config_tracker.model_name_sanitized = _sanitize(model_args)
         tracker.save_results_aggregated(results=results, samples=samples)
         for task_name in results["configs"]:

@@ -153,6 +153,7 @@ def test_eval_writes_results_samples_and_report(api_runs):
     assert not list(out.glob(".consistbench-eval.*")), "staging directory left behind"
     saved = _read_results(out)
     assert saved["consistbench"]["apply_chat_template"] is True  # SmolLM2's tokenizer has a template
+    assert f"pretrained={saved['model_name']}," in saved["config"]["model_args"]  # named as lm-eval's CLI would
 
 
 def test_eval_is_deterministic(api_runs):
