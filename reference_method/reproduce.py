@@ -69,7 +69,8 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # Sized for 2 shared CPU cores (< 90 min; ~45 min uncontended). Choices that differ from the
+    # Sized for 2 CPU cores (measured: ~1 h 50 min wall with the models trained and evaluated in two
+    # single-thread processes side by side; docs/REPRODUCTION.md). Choices that differ from the
     # paper, and why: LoRA on the last 4 of 30 layers (backpropagation stops there: ~3x cheaper
     # steps), sequences <= 384 tokens (longer groups are not selected; nothing is truncated), WordNet
     # paraphrases (no generation pass), 128 dev queries for the weights, the 37-group mini test.
