@@ -266,8 +266,9 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
         add_to_lm_eval_results(results, samples, settings_from_env())  # 95% intervals, stderr column
         # lm-eval names the model from the model_args string it was given; handed a model object it
         # makes up a random id, so name it here as its CLI would (the `pretrained` value)
-        tracker.general_config_tracker.model_name = _parse_model_args(model_args).get("pretrained", opts.model)
-        tracker.general_config_tracker.model_name_sanitized = _sanitize(model_args)
+        pretrained = _parse_model_args(model_args).get("pretrained")
+        tracker.general_config_tracker.model_name = pretrained or opts.model
+        tracker.general_config_tracker.model_name_sanitized = _sanitize(pretrained or "model")
         tracker.save_results_aggregated(results=results, samples=samples)
         for task_name in results["configs"]:
             tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
@@ -288,8 +289,8 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _sanitize(model_args: str) -> str:
-    pretrained = _parse_model_args(model_args).get("pretrained", "model")
+def _sanitize(pretrained: str) -> str:
+    """The output folder name for a model: a local path's last part, a hub id with '/' escaped."""
     name = Path(pretrained).name if os.sep in pretrained else pretrained
     return "".join(c if c.isalnum() or c in "-_." else "__" for c in name) or "model"
 
