@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmark import intervals as I  # noqa: E402
-from benchmark import metrics as M  # noqa: E402
-from benchmark.schema import load_data  # noqa: E402
+from consistbench.benchmark import intervals as I  # noqa: E402
+from consistbench.benchmark import metrics as M  # noqa: E402
+from consistbench.benchmark.schema import load_data  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "tasks" / "consistency" / "data" / "test.jsonl"
 

@@ -40,7 +40,7 @@ if which == "lm_eval":
                 "--batch_size", "8", "--output_path", os.environ["BENCH_OUT"]]
     cli_evaluate()
 else:
-    from benchmark.cli import main
+    from consistbench.benchmark.cli import main
     main(["eval", "--model-args", f"pretrained={model},dtype=float32", "--output-path", os.environ["BENCH_OUT"],
           "--chat-template", "no"])
 print("no generation happened", file=sys.stderr)
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     if args.model is None:
-        from benchmark.embedded import convert_smollm2
+        from consistbench.benchmark.embedded import convert_smollm2
 
         args.model = str(convert_smollm2())
     import tempfile

@@ -15,7 +15,7 @@ is excluded), reads every input file once to warm the page cache, then, in the s
 
 1. *copy*: reads every input weight file once (16 MB buffer) and writes one output file of
    the merged model's size: the time of just moving the bytes;
-2. *merge*: ``reference_method.merge.merge`` (checks included) or mergekit's ``run_merge``
+2. *merge*: ``consistbench.reference_method.merge.merge`` (checks included) or mergekit's ``run_merge``
    (in-process, ``MergeOptions(write_model_card=False)``) on the same inputs, exported from the
    same config with ``export_mergekit``. Both run torch with one intra-op thread (ours by its
    config default; mergekit via ``torch.set_num_threads``): on this shared 2-core machine two
@@ -51,7 +51,7 @@ BUF = 16 * 2**20
 
 
 def bench_dir() -> Path:
-    from benchmark.paths import cache_dir
+    from consistbench.benchmark.paths import cache_dir
 
     d = cache_dir() / "bench" / "merge"
     d.mkdir(parents=True, exist_ok=True)
@@ -65,7 +65,7 @@ def prepare() -> dict:
     """Base + 3 noisy fine-tunes + a weights file + merge configs, built once in the cache."""
     import shutil
 
-    from benchmark.embedded import convert_smollm2
+    from consistbench.benchmark.embedded import convert_smollm2
 
     base = convert_smollm2()
     root = bench_dir()
@@ -98,7 +98,7 @@ def prepare() -> dict:
     if not weights.is_file():
         import random
 
-        from reference_method.consistency_weights import FORMAT, FORMAT_VERSION
+        from consistbench.reference_method.consistency_weights import FORMAT, FORMAT_VERSION
 
         n_layers = json.loads((base / "config.json").read_text())["num_hidden_layers"]
         rng = random.Random(0)
@@ -150,9 +150,9 @@ def child(tool: str, method: str, chunk_elements: int | None, threads: int = 1) 
     if tool == "consistbench":
         import torch  # noqa: F401
 
-        from reference_method.merge import MergeConfig, merge
-        from reference_method.merge.ops import merge_utils
-        from reference_method.merge.registry import get_method
+        from consistbench.reference_method.merge import MergeConfig, merge
+        from consistbench.reference_method.merge.ops import merge_utils
+        from consistbench.reference_method.merge.registry import get_method
 
         merge_utils(), get_method(method)  # imports done before timing
         cfg = MergeConfig.from_dict(cfg_dict)
@@ -164,7 +164,7 @@ def child(tool: str, method: str, chunk_elements: int | None, threads: int = 1) 
         from mergekit.merge import run_merge
         from mergekit.options import MergeOptions
 
-        from reference_method.merge import MergeConfig, export_mergekit
+        from consistbench.reference_method.merge import MergeConfig, export_mergekit
 
         import torch
 

@@ -54,9 +54,9 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from benchmark.fileio import read_jsonl
-    from benchmark.retrieval import docs_corpus, make_retriever
-    from benchmark.retrieval.e2e import DATA_DIR
+    from consistbench.benchmark.fileio import read_jsonl
+    from consistbench.benchmark.retrieval import docs_corpus, make_retriever
+    from consistbench.benchmark.retrieval.e2e import DATA_DIR
 
     questions = list(dict.fromkeys(r["question"] for r in read_jsonl(DATA_DIR / "test.jsonl")))[:args.queries]
     corpus = docs_corpus()

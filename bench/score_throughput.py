@@ -21,11 +21,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmark.metrics import ScoreSettings, Scored, bert_scorer, compute_all  # noqa: E402
+from consistbench.benchmark.metrics import ScoreSettings, Scored, bert_scorer, compute_all  # noqa: E402
 
 
 def sentences() -> list[str]:
-    from benchmark.fileio import read_jsonl
+    from consistbench.benchmark.fileio import read_jsonl
 
     data = Path(__file__).resolve().parents[1] / "tasks" / "consistency" / "data"
     texts = []
@@ -33,7 +33,7 @@ def sentences() -> list[str]:
         if (data / f"{split}.jsonl").is_file():
             texts += [r["context"] for r in read_jsonl(data / f"{split}.jsonl")]
     if not texts:  # data not built yet: the documentation passages themselves
-        from benchmark import corpus
+        from consistbench.benchmark import corpus
 
         texts = [p.text for p, _ in zip(corpus.iter_passages(kinds=("faq", "howto")), range(3000))]
     out = sorted({s.strip() for t in texts for s in re.split(r"(?<=[.!?])\s+|\n", t) if 6 <= len(s.split()) <= 45})
@@ -82,7 +82,7 @@ def main() -> None:
     best = {"bertscore_alone": float("inf"), "consistbench_all_metrics": float("inf")}
     for _ in range(args.repeats):
         for name, fn in (("bertscore_alone", alone), ("consistbench_all_metrics", ours)):
-            from benchmark import metrics
+            from consistbench.benchmark import metrics
 
             metrics._rouge_tokens.cache_clear()  # no credit for work cached by an earlier repeat
             t = time.perf_counter()

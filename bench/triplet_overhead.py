@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def synthetic_rows():
     """Two train questions of median passage length with made-up variants, when no synthetic file is given."""
-    from benchmark.schema import parse_row
-    from reference_method.synth import default_train_file
+    from consistbench.benchmark.schema import parse_row
+    from consistbench.reference_method.synth import default_train_file
 
     qs = [("How do I copy a list?", "Use list.copy() or slicing: new = old[:].",
            "Lists can be copied with the copy() method or with slicing; new = old[:] makes a shallow copy."),
@@ -38,7 +38,7 @@ def synthetic_rows():
            "Dictionaries keep insertion order; sorted(d.items(), key=lambda kv: kv[1]) returns the items "
            "ordered by value, and dict() of that list gives a new dictionary in that order.")]
     if default_train_file().is_file():
-        from benchmark.schema import load_data
+        from consistbench.benchmark.schema import load_data
 
         rows = sorted((r for r in load_data(default_train_file()) if r.variant_type == "original"),
                       key=lambda r: (len(r.context), r.id))
@@ -66,17 +66,17 @@ def main() -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from benchmark.embedded import convert_smollm2
-    from reference_method.collator import CompletionCollator
-    from reference_method.consistency_config import ConsistencyConfig
-    from reference_method.consistency_trainer import ConsistencyTrainer
-    from reference_method.train import prepare_data
-    from reference_method.triplets import MiningConfig
+    from consistbench.benchmark.embedded import convert_smollm2
+    from consistbench.reference_method.collator import CompletionCollator
+    from consistbench.reference_method.consistency_config import ConsistencyConfig
+    from consistbench.reference_method.consistency_trainer import ConsistencyTrainer
+    from consistbench.reference_method.train import prepare_data
+    from consistbench.reference_method.triplets import MiningConfig
 
     model_dir = args.model or str(convert_smollm2())
     tok = AutoTokenizer.from_pretrained(model_dir)
     if args.data:
-        from benchmark.schema import load_data
+        from consistbench.benchmark.schema import load_data
 
         rows = load_data(args.data)
     else:

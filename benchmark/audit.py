@@ -1,7 +1,7 @@
 """``consistbench data audit``: every quality check on one or more data files.
 
-Checks (rules and thresholds in :mod:`benchmark.audit_rules`):
-    schema        each file validates (:mod:`benchmark.schema`);
+Checks (rules and thresholds in :mod:`consistbench.benchmark.audit_rules`):
+    schema        each file validates (:mod:`consistbench.benchmark.schema`);
     grounding     each reference answer's content words are covered by its context;
     length        each reference has an acceptable number of words;
     how_to        each how_to row is a rewrite between how-to forms with the same action phrase;
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark import audit_rules as R
-from benchmark.schema import Row, load_data
-from benchmark.variants import VARIANT_TYPES
+from consistbench.benchmark import audit_rules as R
+from consistbench.benchmark.schema import Row, load_data
+from consistbench.benchmark.variants import VARIANT_TYPES
 
 
 def _quantiles(values: list[int]) -> str:
@@ -35,7 +35,7 @@ def _quantiles(values: list[int]) -> str:
 
 def near_duplicates(rows: list[Row], threshold: float = R.NEAR_DUPLICATE_COSINE, block: int = 2048):
     """Pairs (i, j, cosine) of base questions at or above ``threshold`` (i < j), blockwise."""
-    from benchmark.embedded import encode
+    from consistbench.benchmark.embedded import encode
 
     if len(rows) < 2:
         return []
@@ -52,7 +52,7 @@ def near_duplicates(rows: list[Row], threshold: float = R.NEAR_DUPLICATE_COSINE,
 
 def audit_rows(files: dict[str, list[Row]]) -> tuple[dict[str, list[str]], dict]:
     """Run every check; return (violations by rule, statistics)."""
-    from benchmark.embedded import encode
+    from consistbench.benchmark.embedded import encode
 
     problems: dict[str, list[str]] = defaultdict(list)
     all_rows = [(name, r) for name, rows in files.items() for r in rows]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from benchmark import text
-from benchmark.metrics import rouge_l
-from benchmark.variants import how_to, plural_article
+from consistbench.benchmark import text
+from consistbench.benchmark.metrics import rouge_l
+from consistbench.benchmark.variants import how_to, plural_article
 
 # A reference answer is grounded when at least this share of its content words (stemmed,
 # stop words removed) occurs in its passage.

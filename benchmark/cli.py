@@ -1,6 +1,6 @@
 """The ``consistbench`` command line: one script, one subcommand per job.
 
-Bad input raises :class:`benchmark.errors.ConsistbenchError`; ``main`` prints it as one line
+Bad input raises :class:`consistbench.benchmark.errors.ConsistbenchError`; ``main`` prints it as one line
 (``consistbench: error: ...``) and exits with status 2. Heavy libraries are imported inside
 the subcommands so that ``consistbench --help`` and light commands start fast.
 
@@ -16,8 +16,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmark import __version__
-from benchmark.errors import ConsistbenchError
+from consistbench.benchmark import __version__
+from consistbench.benchmark.errors import ConsistbenchError
 
 Handler = Callable[[argparse.Namespace], int]
 _EXTENSIONS: list[Callable[[argparse._SubParsersAction], None]] = []
@@ -33,7 +33,7 @@ def register(fn: Callable[[argparse._SubParsersAction], None]):
 # score
 
 def _score_settings(args):
-    from benchmark.metrics import BertScoreConfig, ScoreSettings
+    from consistbench.benchmark.metrics import BertScoreConfig, ScoreSettings
 
     return ScoreSettings(rs_threshold=args.rs_threshold,
                          bertscore=BertScoreConfig(model_type=args.bs_model, num_layers=args.bs_num_layers,
@@ -42,7 +42,7 @@ def _score_settings(args):
 
 
 def add_score_options(p: argparse.ArgumentParser) -> None:
-    from benchmark.metrics import RS_THRESHOLD
+    from consistbench.benchmark.metrics import RS_THRESHOLD
 
     p.add_argument("--rs-threshold", type=float, default=RS_THRESHOLD,
                    help=f"ROUGE-L F1 at or above which a pair counts as consistent for rs (default {RS_THRESHOLD})")
@@ -54,9 +54,9 @@ def add_score_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_score(args) -> int:
-    from benchmark.fileio import write_json
-    from benchmark.report import print_table
-    from benchmark.scorer import score_file
+    from consistbench.benchmark.fileio import write_json
+    from consistbench.benchmark.report import print_table
+    from consistbench.benchmark.scorer import score_file
 
     result = score_file(args.responses, _score_settings(args))
     print_table(result["metrics"], result["counts"], title=f"consistbench score: {Path(args.responses).name}")
@@ -70,10 +70,10 @@ def cmd_score(args) -> int:
 # variants
 
 def cmd_variants(args) -> int:
-    from benchmark.fileio import read_jsonl, strip_line_numbers, write_jsonl
-    from benchmark.schema import group_id_for, row_id_for
-    from benchmark.variants.generate import generate_variants
-    from benchmark.variants.paraphrase import make_paraphraser
+    from consistbench.benchmark.fileio import read_jsonl, strip_line_numbers, write_jsonl
+    from consistbench.benchmark.schema import group_id_for, row_id_for
+    from consistbench.benchmark.variants.generate import generate_variants
+    from consistbench.benchmark.variants.paraphrase import make_paraphraser
 
     types = [t.strip() for t in args.types.split(",") if t.strip()]
     raw = read_jsonl(args.input)
@@ -120,7 +120,7 @@ def cmd_variants(args) -> int:
 def cmd_data_validate(args) -> int:
     from collections import Counter
 
-    from benchmark.schema import data_checksum, load_data
+    from consistbench.benchmark.schema import data_checksum, load_data
 
     rows = load_data(args.file)
     types = Counter(r.variant_type for r in rows)
@@ -132,7 +132,7 @@ def cmd_data_validate(args) -> int:
 
 
 def cmd_data_fetch(args) -> int:
-    from benchmark import corpus
+    from consistbench.benchmark import corpus
 
     path = corpus.fetch(args.deb, force=args.force)
     print(f"documentation ({corpus.installed_version()}) in {path}")
@@ -140,14 +140,14 @@ def cmd_data_fetch(args) -> int:
 
 
 def cmd_data_build(args) -> int:
-    from benchmark.databuild import build
+    from consistbench.benchmark.databuild import build
 
     build(html_dir=args.html_dir, out_dir=args.out_dir, check_only=args.check)
     return 0
 
 
 def cmd_data_audit(args) -> int:
-    from benchmark.audit import audit_files
+    from consistbench.benchmark.audit import audit_files
 
     ok = audit_files(args.files, max_report=args.max_report)
     return 0 if ok else 1
@@ -157,15 +157,15 @@ def cmd_data_audit(args) -> int:
 # eval
 
 def cmd_tasks_path(args) -> int:
-    from benchmark.evaluate import tasks_path
+    from consistbench.benchmark.evaluate import tasks_path
 
     print(tasks_path())
     return 0
 
 
 def cmd_eval(args) -> int:
-    from benchmark.evaluate import EvalOptions, run_eval, task_metrics
-    from benchmark.report import print_table
+    from consistbench.benchmark.evaluate import EvalOptions, run_eval, task_metrics
+    from consistbench.benchmark.report import print_table
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     opts = EvalOptions(model=args.model, model_args=args.model_args, tasks=tasks, output_path=args.output_path,
@@ -191,8 +191,8 @@ def cmd_eval(args) -> int:
 
 def cmd_setup(args) -> int:
     """Prepare the embedded models and data that runs need, all inside the cache."""
-    from benchmark.embedded import convert_smollm2, minilm_path
-    from benchmark.wordnet import ensure_wordnet
+    from consistbench.benchmark.embedded import convert_smollm2, minilm_path
+    from consistbench.benchmark.wordnet import ensure_wordnet
 
     print(f"sentence encoder: {minilm_path()}")
     print(f"SmolLM2 (converted once from GGUF): {convert_smollm2(force=args.force)}")
@@ -284,8 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_extensions() -> None:
     import importlib
 
-    for module in ("tasks.cli", "benchmark.retrieval.cli", "benchmark.compare_cli", "reference_method.cli",
-                   "leaderboard.cli"):
+    for module in ("consistbench.tasks.cli", "consistbench.benchmark.retrieval.cli", "consistbench.benchmark.compare_cli", "consistbench.reference_method.cli",
+                   "consistbench.leaderboard.cli"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -4,7 +4,7 @@ Each side is an lm-eval output (a results directory, a ``results_*.json`` or a
 ``samples_<task>_*.jsonl``) or a scorer responses JSONL (data rows plus ``response``). Both must
 come from the same data version; the rows both sides scored are re-scored with the same
 settings and compared by a paired bootstrap over their shared groups
-(:func:`benchmark.intervals.paired_bootstrap`): for every metric and variant type, the
+(:func:`consistbench.benchmark.intervals.paired_bootstrap`): for every metric and variant type, the
 difference A - B, its 95% interval, a bootstrap p-value and whether the interval excludes 0.
 
 This module also gives ``consistbench score`` and ``consistbench eval`` the options
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.cli import add_score_options, register
-from benchmark.errors import ConsistbenchError
+from consistbench.benchmark.cli import add_score_options, register
+from consistbench.benchmark.errors import ConsistbenchError
 
 DEFAULT_TASK = "consistency"
 
@@ -45,8 +45,8 @@ class Side:
 
 @functools.lru_cache(maxsize=1)
 def _shipped_test():
-    from benchmark.paths import REPO_ROOT
-    from benchmark.schema import data_checksum, load_data
+    from consistbench.benchmark.paths import REPO_ROOT
+    from consistbench.benchmark.schema import data_checksum, load_data
 
     path = REPO_ROOT / "tasks" / "consistency" / "data" / "test.jsonl"
     if not path.is_file():
@@ -58,7 +58,7 @@ def _shipped_test():
 def _version_of_rows(rows) -> str:
     """The shipped test split's version when every row is a row of it (a subset scored), else the
     checksum of these rows themselves."""
-    from benchmark.schema import data_checksum
+    from consistbench.benchmark.schema import data_checksum
 
     shipped, version = _shipped_test()
     same = shipped and all(
@@ -121,10 +121,10 @@ def _from_results(path: Path, task: str | None) -> Side:
 
 
 def _from_samples(path: Path, task: str | None, version: str | None = None, label: str | None = None) -> Side:
-    from benchmark.fileio import read_jsonl
-    from benchmark.intervals import items_from_samples
-    from benchmark.metrics import Scored
-    from benchmark.schema import parse_row
+    from consistbench.benchmark.fileio import read_jsonl
+    from consistbench.benchmark.intervals import items_from_samples
+    from consistbench.benchmark.metrics import Scored
+    from consistbench.benchmark.schema import parse_row
 
     samples = read_jsonl(path)
     items = items_from_samples(samples)
@@ -153,8 +153,8 @@ def _from_samples(path: Path, task: str | None, version: str | None = None, labe
 
 
 def _from_responses(path: Path) -> Side:
-    from benchmark.scorer import to_scored
-    from benchmark.schema import load_responses
+    from consistbench.benchmark.scorer import to_scored
+    from consistbench.benchmark.schema import load_responses
 
     rows = load_responses(path)
     docs = {r.id: (r.group_id, r.variant_type, r.question, r.reference) for r in rows}
@@ -203,8 +203,8 @@ def shared_rows(a: Side, b: Side) -> tuple[list, list, dict[str, int]]:
 
 def compare(a: Side, b: Side, settings=None, boot=None) -> dict[str, Any]:
     """Paired bootstrap of A - B over the shared groups; refuses two data versions."""
-    from benchmark.intervals import BootstrapSettings, group_stats, paired_bootstrap
-    from benchmark.metrics import ScoreSettings
+    from consistbench.benchmark.intervals import BootstrapSettings, group_stats, paired_bootstrap
+    from consistbench.benchmark.metrics import ScoreSettings
 
     if a.data_version != b.data_version:
         raise ConsistbenchError(f"different data versions: {a.source} was scored on {a.data_version[:16]}..., "
@@ -219,8 +219,8 @@ def compare(a: Side, b: Side, settings=None, boot=None) -> dict[str, Any]:
 
 
 def _ordered(names) -> list[str]:
-    from benchmark.metrics import METRICS
-    from benchmark.variants import ALL_TYPES
+    from consistbench.benchmark.metrics import METRICS
+    from consistbench.benchmark.variants import ALL_TYPES
 
     order = [m for m in METRICS] + [f"{m}_{t}" for m in METRICS for t in ALL_TYPES]
     return [n for n in order if n in names] + sorted(n for n in names if n not in order)
@@ -258,9 +258,9 @@ def comparison_table(result: dict[str, Any]):
 def cmd_compare(args) -> int:
     from rich.console import Console
 
-    from benchmark.cli import _score_settings
-    from benchmark.fileio import write_json
-    from benchmark.intervals import BootstrapSettings
+    from consistbench.benchmark.cli import _score_settings
+    from consistbench.benchmark.fileio import write_json
+    from consistbench.benchmark.intervals import BootstrapSettings
 
     a = load_side(args.a, args.task)
     b = load_side(args.b, args.task_b or args.task)
@@ -279,7 +279,7 @@ def cmd_compare(args) -> int:
 def _with_bootstrap_env(func):
     """Run ``func`` with the bootstrap options exported to the environment, where the scorer and
     the lm-eval aggregations read them; the previous environment comes back afterwards."""
-    from benchmark.intervals import ENV_RESAMPLES, ENV_SEED
+    from consistbench.benchmark.intervals import ENV_RESAMPLES, ENV_SEED
 
     def run(args) -> int:
         wanted = {ENV_RESAMPLES: args.n_resamples, ENV_SEED: args.bootstrap_seed}
@@ -301,7 +301,7 @@ def _with_bootstrap_env(func):
 
 @register
 def add_compare(sub) -> None:
-    from benchmark.intervals import N_RESAMPLES, SEED
+    from consistbench.benchmark.intervals import N_RESAMPLES, SEED
 
     p = sub.add_parser("compare", help="paired bootstrap: is model A's score different from model B's?",
                        description="Paired bootstrap over the groups both models answered: for every metric and "

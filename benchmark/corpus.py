@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmark.errors import ConsistbenchError
-from benchmark.paths import cache_dir
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.paths import cache_dir
 
 DEB_PACKAGE = "python3.11-doc"
 # The version the shipped data was built from. ``fetch`` asks apt for exactly this version

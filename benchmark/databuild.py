@@ -2,13 +2,13 @@
 
 Inputs
     - the Python 3.11 documentation (``consistbench data fetch``), cut into passages by
-      :mod:`benchmark.corpus`;
+      :mod:`consistbench.benchmark.corpus`;
     - ``tasks/consistency/data/authored/*.jsonl``: hand-written items, one per line:
       ``passage_id``, ``question``, ``reference``, ``origin`` (``faq``: the FAQ's own question,
       verbatim; ``written``: ours) and, for test/dev items, the hand-written variants
       ``how_to``, ``plural_article``, ``paraphrase``.
 Outputs (in ``tasks/consistency/data/``)
-    ``train.jsonl``, ``dev.jsonl``, ``test.jsonl`` (schema in :mod:`benchmark.schema`),
+    ``train.jsonl``, ``dev.jsonl``, ``test.jsonl`` (schema in :mod:`consistbench.benchmark.schema`),
     ``mini_groups.txt`` (the whole test groups that make up ``consistency_mini``),
     ``versions.json`` (per-split checksums: the data version) and ``stats.json``.
 
@@ -27,12 +27,12 @@ import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from benchmark import corpus
-from benchmark.errors import ConsistbenchError, DataError
-from benchmark.fileio import read_jsonl, write_json, write_jsonl, write_text
-from benchmark.paths import REPO_ROOT
-from benchmark.schema import SPLITS, data_checksum, group_id_for, row_id_for
-from benchmark.variants import VARIANT_TYPES
+from consistbench.benchmark import corpus
+from consistbench.benchmark.errors import ConsistbenchError, DataError
+from consistbench.benchmark.fileio import read_jsonl, write_json, write_jsonl, write_text
+from consistbench.benchmark.paths import REPO_ROOT
+from consistbench.benchmark.schema import SPLITS, data_checksum, group_id_for, row_id_for
+from consistbench.benchmark.variants import VARIANT_TYPES
 
 DATA_DIR = REPO_ROOT / "tasks" / "consistency" / "data"
 AUTHORED_DIR = DATA_DIR / "authored"
@@ -180,7 +180,7 @@ def build(html_dir: str | Path | None = None, out_dir: str | Path | None = None,
 
 def _validated(rows: dict[str, list[dict]]) -> dict[str, list]:
     """Parse every built row with the schema and check group rules, before anything is written."""
-    from benchmark.schema import check_groups, parse_row
+    from consistbench.benchmark.schema import check_groups, parse_row
 
     parsed = {}
     for split in SPLITS:

@@ -14,8 +14,8 @@ import importlib.util
 import os
 from pathlib import Path
 
-from benchmark.errors import ConsistbenchError
-from benchmark.paths import cache_dir
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.paths import cache_dir
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_DIRNAME = "smollm2-135m-instruct"
@@ -50,7 +50,7 @@ def convert_smollm2(dest: Path | None = None, *, force: bool = False) -> Path:
 
     Written to a temporary directory and renamed, so an interrupted conversion leaves nothing.
     """
-    from benchmark.fileio import atomic_path
+    from consistbench.benchmark.fileio import atomic_path
 
     dest = Path(dest) if dest else smollm2_path()
     if (dest / "config.json").is_file() and not force:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmark.errors import ConsistbenchError
-from benchmark.paths import REPO_ROOT
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.paths import REPO_ROOT
 
 TASKS_ROOT = REPO_ROOT / "tasks"
 DEFAULT_TASKS = ("consistency_mini",)
@@ -124,7 +124,7 @@ class EvalOptions:
 
 
 def default_model_args() -> str:
-    from benchmark.embedded import convert_smollm2
+    from consistbench.benchmark.embedded import convert_smollm2
 
     return f"pretrained={convert_smollm2()},dtype=float32"
 
@@ -244,7 +244,7 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
         except ConsistbenchError:
             raise
         except Exception as exc:  # noqa: BLE001
-            from benchmark.errors import DataVersionError
+            from consistbench.benchmark.errors import DataVersionError
 
             if isinstance(exc.__cause__, DataVersionError):
                 raise ConsistbenchError(str(exc)) from None
@@ -260,8 +260,8 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
         results["consistbench"] = {"dedup": dedup, "wall_seconds": round(time.perf_counter() - t0, 2),
                                    "apply_chat_template": bool(chat)}
         samples = results.pop("samples")
-        from benchmark.intervals import add_to_lm_eval_results
-        from tasks.consistency.utils import settings_from_env
+        from consistbench.benchmark.intervals import add_to_lm_eval_results
+        from consistbench.tasks.consistency.utils import settings_from_env
 
         add_to_lm_eval_results(results, samples, settings_from_env())  # 95% intervals, stderr column
         # lm-eval names the model from the model_args string it was given; handed a model object it
@@ -272,7 +272,7 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
         tracker.save_results_aggregated(results=results, samples=samples)
         for task_name in results["configs"]:
             tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
-        from benchmark.report import bar_chart
+        from consistbench.benchmark.report import bar_chart
 
         model_dir = next(p for p in staging.iterdir() if p.is_dir())
         for task_name in results["results"]:
@@ -297,7 +297,7 @@ def _sanitize(pretrained: str) -> str:
 
 def task_metrics(results: dict, task: str) -> dict[str, float]:
     """One task's metrics with lm-eval's ',none' filter suffix removed (and their intervals)."""
-    from benchmark.intervals import MetricValues
+    from consistbench.benchmark.intervals import MetricValues
 
     out = {}
     for key, value in results["results"][task].items():

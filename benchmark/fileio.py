@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmark.errors import DataError
+from consistbench.benchmark.errors import DataError
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ consistbench metric is a function of per-group sums:
   from the sums exactly as ``sacrebleu.BLEU.compute_bleu`` does (default ``exp`` smoothing).
 
 So :func:`group_stats` computes the per-unit values once (with the definitions of
-:mod:`benchmark.metrics`) and sums them per group into a ``(groups, columns)`` matrix; a
+:mod:`consistbench.benchmark.metrics`) and sums them per group into a ``(groups, columns)`` matrix; a
 resample is then a vector of group multiplicities ``w`` and its totals are ``w @ columns``.
 A thousand resamples are one matrix product plus a vectorised metric evaluation.
 
@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmark import metrics as M
-from benchmark.errors import ConsistbenchError
-from benchmark.variants import ALL_TYPES, VARIANT_TYPES
+from consistbench.benchmark import metrics as M
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
 
 N_RESAMPLES = 1000
 SEED = 0
@@ -204,7 +204,7 @@ class _Builder:
 
 
 def group_stats(rows: Sequence[M.Scored], settings: M.ScoreSettings | None = None) -> GroupStats:
-    """Per-unit values with the definitions of :mod:`benchmark.metrics`, summed per group.
+    """Per-unit values with the definitions of :mod:`consistbench.benchmark.metrics`, summed per group.
 
     Produces exactly the metric names ``metrics.compute_all`` produces for the same rows.
     """

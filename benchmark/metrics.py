@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchmark.errors import DataError
-from benchmark.variants import ALL_TYPES, VARIANT_TYPES
+from consistbench.benchmark.errors import DataError
+from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
 
 RS_THRESHOLD = 0.8
 ROUGE_USE_STEMMER = True
@@ -136,7 +136,7 @@ class BertScoreConfig:
     rescale_with_baseline: bool = False
 
     def resolved(self) -> tuple[str, int | None]:
-        from benchmark.embedded import MINILM_NUM_LAYERS, minilm_path
+        from consistbench.benchmark.embedded import MINILM_NUM_LAYERS, minilm_path
 
         if self.model_type is None:
             return str(minilm_path()), self.num_layers or MINILM_NUM_LAYERS

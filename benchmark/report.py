@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from benchmark.metrics import ACCURACY_METRICS, CONSISTENCY_METRICS, METRICS
-from benchmark.variants import ALL_TYPES, VARIANT_TYPES
+from consistbench.benchmark.metrics import ACCURACY_METRICS, CONSISTENCY_METRICS, METRICS
+from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
 
 
 def _fmt(value) -> str:
@@ -53,7 +53,7 @@ def metrics_table(metrics: dict[str, float], counts: dict | None = None, title: 
 def intervals_table(metrics: dict[str, float], title: str = "95% intervals"):
     """A rich Table of the bootstrap intervals in the layout of :func:`metrics_table`, or None.
 
-    ``metrics`` carries them as ``metrics.intervals`` (:class:`benchmark.intervals.MetricValues`).
+    ``metrics`` carries them as ``metrics.intervals`` (:class:`consistbench.benchmark.intervals.MetricValues`).
     Two decimals: the default 1,000 resamples make the bounds stable to that precision.
     """
     from rich.table import Table
@@ -92,14 +92,14 @@ def print_table(metrics: dict[str, float], counts: dict | None = None, title: st
 def bar_chart(metrics: dict[str, float], path: str | Path, title: str = "consistbench") -> Path:
     """PNG with two panels: accuracy per row type and consistency per variant type.
 
-    With intervals (:class:`benchmark.intervals.MetricValues`), each bar has its 95% interval.
+    With intervals (:class:`consistbench.benchmark.intervals.MetricValues`), each bar has its 95% interval.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from benchmark.fileio import atomic_path
+    from consistbench.benchmark.fileio import atomic_path
 
     ci = (getattr(metrics, "intervals", None) or {}).get("metrics", {})  # error bars when present
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.errors import DataError
-from benchmark.fileio import read_jsonl
-from benchmark.variants import ALL_TYPES
+from consistbench.benchmark.errors import DataError
+from consistbench.benchmark.fileio import read_jsonl
+from consistbench.benchmark.variants import ALL_TYPES
 
 FIELDS = ("id", "group_id", "split", "variant_type", "question", "context", "reference", "passage_id", "source")
 SPLITS = ("train", "dev", "test")

@@ -10,11 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from benchmark import __version__
-from benchmark.intervals import (BootstrapSettings, MetricValues, bootstrap, bootstrap_rows, group_stats,
+from consistbench.benchmark import __version__
+from consistbench.benchmark.intervals import (BootstrapSettings, MetricValues, bootstrap, bootstrap_rows, group_stats,
                                  settings_from_env)
-from benchmark.metrics import ScoreSettings, Scored, compute_all, pair_by_group
-from benchmark.schema import Row, data_checksum, load_responses
+from consistbench.benchmark.metrics import ScoreSettings, Scored, compute_all, pair_by_group
+from consistbench.benchmark.schema import Row, data_checksum, load_responses
 
 
 def to_scored(rows: Sequence[Row]) -> list[Scored]:
@@ -38,7 +38,7 @@ def score_rows(rows: Sequence[Row], settings: ScoreSettings | None = None,
     """The full result object for validated responses rows.
 
     ``boot``: bootstrap settings for the 95% intervals (``True``: from the environment or the
-    defaults, see :func:`benchmark.intervals.settings_from_env`; ``None``/``False``: no intervals).
+    defaults, see :func:`consistbench.benchmark.intervals.settings_from_env`; ``None``/``False``: no intervals).
     """
     settings = settings or ScoreSettings()
     scored = to_scored(rows)

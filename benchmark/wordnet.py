@@ -14,8 +14,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from benchmark.errors import ConsistbenchError
-from benchmark.paths import cache_dir
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.paths import cache_dir
 
 PACKAGES = ("wordnet-base", "wordnet-sense-index")
 _LEXNAMES = [

@@ -1,3 +1,3 @@
-"""The consistbench leaderboard: submission format (:mod:`leaderboard.schema`), validation by
-rescoring (:mod:`leaderboard.validate`), the static site (:mod:`leaderboard.site`) and the
-``consistbench leaderboard`` commands (:mod:`leaderboard.cli`). See ``docs/LEADERBOARD.md``."""
+"""The consistbench leaderboard: submission format (:mod:`consistbench.leaderboard.schema`), validation by
+rescoring (:mod:`consistbench.leaderboard.validate`), the static site (:mod:`consistbench.leaderboard.site`) and the
+``consistbench leaderboard`` commands (:mod:`consistbench.leaderboard.cli`). See ``docs/LEADERBOARD.md``."""

@@ -1,4 +1,4 @@
-"""``consistbench leaderboard {prepare,validate,build,schema}`` (loaded by ``benchmark.cli``)."""
+"""``consistbench leaderboard {prepare,validate,build,schema}`` (loaded by ``consistbench.benchmark.cli``)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import json
 import shutil
 from pathlib import Path
 
-from benchmark.cli import register
-from benchmark.errors import ConsistbenchError
+from consistbench.benchmark.cli import register
+from consistbench.benchmark.errors import ConsistbenchError
 
 
 def cmd_validate(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from leaderboard.validate import tolerance, validate_submission
+    from consistbench.leaderboard.validate import tolerance, validate_submission
 
     v = validate_submission(args.submission, task=args.task)
     table = Table(title=f"{v.metadata.model.name}: {v.task}, {v.n_docs} documents, {v.n_pairs} pairs")
@@ -27,7 +27,7 @@ def cmd_validate(args) -> int:
         table.add_row(m, f"{v.reported[m]:.6f}", f"{value:.6f}", f"{v.max_diff[m]:.1e}", f"{tolerance(m):g}")
     Console().print(table)
     if args.json:
-        from benchmark.fileio import write_json
+        from consistbench.benchmark.fileio import write_json
 
         write_json(args.json, {"submission": str(args.submission), "valid": True, "task": v.task,
                                "data_sha256": v.data_sha256, "task_version": v.task_version, "n_docs": v.n_docs,
@@ -40,7 +40,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from leaderboard.site import build_site
+    from consistbench.leaderboard.site import build_site
 
     tracks = build_site(args.submissions, args.output, task=args.task)
     print(f"wrote {args.output}: " + "; ".join(f"{t}: {len(r)} models" for t, r in tracks.items()))
@@ -48,11 +48,11 @@ def cmd_build(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from leaderboard.schema import metadata_json_schema_text
+    from consistbench.leaderboard.schema import metadata_json_schema_text
 
     text = metadata_json_schema_text()
     if args.output:
-        from benchmark.fileio import write_text
+        from consistbench.benchmark.fileio import write_text
 
         write_text(args.output, text)
         print(f"wrote {args.output}")
@@ -73,8 +73,8 @@ def _find_one(folder: Path, pattern: str, what: str) -> Path:
 
 def cmd_prepare(args) -> int:
     """Make a submission directory from one ``consistbench eval`` / ``lm_eval`` output folder."""
-    from benchmark.fileio import atomic_path
-    from leaderboard.schema import METADATA_FILE, SubmissionMetadata
+    from consistbench.benchmark.fileio import atomic_path
+    from consistbench.leaderboard.schema import METADATA_FILE, SubmissionMetadata
 
     src = Path(args.eval_dir)
     results = Path(args.results) if args.results else _find_one(src, "results_*.json", "results JSON")
@@ -137,7 +137,7 @@ def cmd_prepare(args) -> int:
 
 @register
 def _add(sub: argparse._SubParsersAction) -> None:
-    from leaderboard.validate import TRACKS
+    from consistbench.leaderboard.validate import TRACKS
 
     lb = sub.add_parser("leaderboard", help="leaderboard submissions: prepare, validate (rescore), build the site")
     lsub = lb.add_subparsers(dest="leaderboard_command", required=True, metavar="ACTION")

@@ -23,12 +23,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.errors import ConsistbenchError
-from benchmark.fileio import atomic_path
-from benchmark.metrics import ACCURACY_METRICS, CONSISTENCY_METRICS
-from benchmark.variants import ALL_TYPES, VARIANT_TYPES
-from leaderboard.schema import SAFE_SLUG, RankingRow, metadata_json_schema_text
-from leaderboard.validate import (LEADERBOARD_TASK, LIMITS, TOLERANCE, TOLERANCE_BS, TRACKS, Validated, load_task,
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.fileio import atomic_path
+from consistbench.benchmark.metrics import ACCURACY_METRICS, CONSISTENCY_METRICS
+from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
+from consistbench.leaderboard.schema import SAFE_SLUG, RankingRow, metadata_json_schema_text
+from consistbench.leaderboard.validate import (LEADERBOARD_TASK, LIMITS, TOLERANCE, TOLERANCE_BS, TRACKS, Validated, load_task,
                                   validate_submission)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -104,8 +104,8 @@ def attach_intervals(rows: list[RankingRow], validated: dict[str, Validated], sp
     See docs/METRICS.md, "Confidence intervals": groups are resampled whole, both models of a
     pair on the same resampled groups; the seed is fixed, so rebuilds stay byte-identical.
     """
-    from benchmark import intervals as I
-    from benchmark import metrics as M
+    from consistbench.benchmark import intervals as I
+    from consistbench.benchmark import metrics as M
 
     boot = boot or I.BootstrapSettings()
     settings = M.ScoreSettings(rs_threshold=spec.rs_threshold)

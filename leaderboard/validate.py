@@ -1,11 +1,11 @@
 """``consistbench leaderboard validate``: accept a submission only if its numbers are true.
 
-Checks, in order (the first failure raises :class:`~benchmark.errors.ConsistbenchError` with one
+Checks, in order (the first failure raises :class:`~consistbench.benchmark.errors.ConsistbenchError` with one
 line naming the file and the problem):
 
 1. files: ``metadata.json`` and the two files it names are plain files inside the submission
    directory (no ``..``, no absolute path, no link that leaves it) and within :data:`LIMITS`;
-2. ``metadata.json`` is well-formed JSON and matches :class:`~leaderboard.schema.SubmissionMetadata`;
+2. ``metadata.json`` is well-formed JSON and matches :class:`~consistbench.leaderboard.schema.SubmissionMetadata`;
 3. the results JSON is lm-eval's, for exactly the leaderboard task, on the shipped data version
    (``configs.<task>.metadata.data_sha256`` equals ``tasks/consistency/data/versions.json``'s
    test checksum and the task template's) and the shipped task version, zero-shot;
@@ -13,7 +13,7 @@ line naming the file and the problem):
    equals the shipped one, sits at its position in the task (``doc_id``), was prompted with that
    document's own prompt and the benchmark's generation settings, and its response is the one
    its metric items carry (a response that does not belong to its document is rejected);
-5. every metric of the task is rescored from the responses with :mod:`benchmark.metrics`
+5. every metric of the task is rescored from the responses with :mod:`consistbench.benchmark.metrics`
    (against the shipped references, not the sample's) and must equal the reported value within
    :func:`tolerance`.
 """
@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.errors import ConsistbenchError
-from benchmark.paths import REPO_ROOT
-from leaderboard.schema import METADATA_FILE, SubmissionMetadata
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.paths import REPO_ROOT
+from consistbench.leaderboard.schema import METADATA_FILE, SubmissionMetadata
 
 LEADERBOARD_TASK = "consistency"
 # Tracks: one ranking per task. Both use the same data version; their numbers are not comparable.
@@ -165,7 +165,7 @@ def load_task(task: str) -> TaskSpec:
     """The shipped task's config (through lm-eval's own YAML loader) and its documents in order."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    from tasks.consistency import utils
+    from consistbench.tasks.consistency import utils
 
     path = TASK_DIR / f"{task}.yaml"
     if not path.is_file():
@@ -281,7 +281,7 @@ def _gen_kwargs_match(got: Any, want: dict) -> str | None:
 
 def _samples(path: Path, spec: TaskSpec) -> dict[str, str]:
     """Check every sample against the shipped documents; return {doc id: response}."""
-    from tasks.consistency.utils import doc_to_text
+    from consistbench.tasks.consistency.utils import doc_to_text
 
     index = {doc["id"]: i for i, doc in enumerate(spec.docs)}
     responses: dict[str, str] = {}
@@ -360,7 +360,7 @@ def rescore(spec: TaskSpec, responses: dict[str, str]) -> tuple[dict[str, float]
     Memoised per process on a hash of (task, data version, threshold, responses): the metrics are
     deterministic, and ``build`` or a test suite may validate the same responses several times.
     """
-    from benchmark import metrics as M
+    from consistbench.benchmark import metrics as M
 
     key = hashlib.sha256(json.dumps([spec.name, spec.data_sha256, spec.rs_threshold, sorted(responses.items())],
                                     ensure_ascii=False).encode("utf-8")).hexdigest()

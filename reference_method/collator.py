@@ -1,6 +1,6 @@
 """Turning a data row into training tokens, and batching rows for the trainer.
 
-One training sequence is the benchmark prompt (:func:`benchmark.prompting.prompt_text`) followed
+One training sequence is the benchmark prompt (:func:`consistbench.benchmark.prompting.prompt_text`) followed
 by the reference answer and the tokenizer's eos token:
 
 - with a chat template, the prompt is the *user* turn and the generation prompt is added
@@ -18,7 +18,7 @@ id is appended as an id, never as text (a special token written as text can be s
 tokenizer with a context-dependent normaliser).
 
 The query tokens (for pooling hidden states in the triplet loss) are the prompt tokens whose
-character offsets overlap :func:`benchmark.prompting.question_span`.
+character offsets overlap :func:`consistbench.benchmark.prompting.question_span`.
 
 :class:`CompletionCollator` pads on the right and sets labels to -100 on the prompt and on
 padding, never on the eos: the mask comes from each sequence's length, not from comparing ids
@@ -32,8 +32,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from benchmark.errors import ConsistbenchError
-from benchmark.prompting import prompt_text, question_span
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.prompting import prompt_text, question_span
 
 IGNORE_INDEX = -100
 TRIPLET_ROLES = ("anchor", "positive", "negative")

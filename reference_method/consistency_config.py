@@ -29,7 +29,7 @@ Pooling = Literal["mean", "last", "max"]
 
 @dataclass
 class ConsistencyConfig(TrainingArguments):
-    r"""Configuration of :class:`reference_method.consistency_trainer.ConsistencyTrainer`.
+    r"""Configuration of :class:`consistbench.reference_method.consistency_trainer.ConsistencyTrainer`.
 
     Parameters (beyond ``TrainingArguments``):
 

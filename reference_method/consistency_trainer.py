@@ -16,7 +16,7 @@ Anchors, positives and negatives all carry answers, so every sequence also contr
 ``L_CE``; the triplet term only adds pooling and three distances per triplet.
 
 The trainer keeps the per-step parts of the loss in ``loss_history`` (a list of dicts with
-``ce``, ``triplet``, ``loss``), which ``reference_method.train`` writes into the model's card.
+``ce``, ``triplet``, ``loss``), which ``consistbench.reference_method.train`` writes into the model's card.
 """
 
 from __future__ import annotations

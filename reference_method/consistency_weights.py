@@ -1,14 +1,14 @@
 """Consistency-aware merge weights: how close each fine-tune's layer geometry is to a sentence encoder's.
 
 For the base model and each fine-tuned model k, every dev query is run through the model with
-the benchmark's prompt (:func:`benchmark.prompting.prompt_text`, wrapped in the chat template
+the benchmark's prompt (:func:`consistbench.benchmark.prompting.prompt_text`, wrapped in the chat template
 when the tokenizer has one, as ``consistbench eval`` does). At each *row* of the network
 
 - ``embed``: the output of the token embeddings,
 - ``0 .. L-1``: the output of decoder layer l,
 - ``final``: the output of the final norm (what ``lm_head`` reads),
 
-the hidden states of the *query tokens* (the characters :func:`benchmark.prompting.question_span`
+the hidden states of the *query tokens* (the characters :func:`consistbench.benchmark.prompting.question_span`
 gives) are pooled into one vector per query (``pooling``: ``mean`` by default, or ``last``) and
 L2-normalised. The per-row cosine similarity matrix over the N queries is ``S_k^l`` (N x N). The
 reference ``S_r`` is the cosine similarity of the sentence encoder's embeddings of the bare
@@ -59,7 +59,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from benchmark.errors import ConsistbenchError, DataError
+from consistbench.benchmark.errors import ConsistbenchError, DataError
 
 FORMAT = "consistbench-consistency-weights"
 FORMAT_VERSION = 1
@@ -90,7 +90,7 @@ def options_from(**kwargs) -> WeightsOptions:
     try:
         return WeightsOptions(**kwargs)
     except ValidationError as exc:
-        from reference_method.merge.config import validation_message
+        from consistbench.reference_method.merge.config import validation_message
 
         raise ConsistbenchError(validation_message(exc, "weights options")) from None
 
@@ -106,7 +106,7 @@ class Query:
 
 def load_queries(dev: str | Path | Sequence[dict], max_queries: int | None = None) -> list[Query]:
     """Dev queries (``question`` + ``context`` per row), whole groups in file order up to ``max_queries``."""
-    from benchmark.fileio import read_jsonl
+    from consistbench.benchmark.fileio import read_jsonl
 
     if isinstance(dev, (str, Path)):
         where = str(dev)
@@ -144,7 +144,7 @@ def queries_digest(queries: Sequence[Query]) -> str:
 
 def _render(tokenizer, q: Query, chat_template: bool) -> tuple[str, tuple[int, int], bool]:
     """Text to tokenize, the question's character span in it, and whether to add special tokens."""
-    from benchmark.prompting import prompt_text, question_span
+    from consistbench.benchmark.prompting import prompt_text, question_span
 
     text = prompt_text(q.context, q.question)
     start, end = question_span(q.context, q.question)
@@ -261,7 +261,7 @@ def model_similarities(model_dir: str | Path, queries: Sequence[Query], options:
 
 def reference_similarity(queries: Sequence[Query], encoder: str | None = None) -> np.ndarray:
     """S_r: cosine similarities of the sentence encoder's embeddings of the bare questions."""
-    from benchmark.embedded import encode
+    from consistbench.benchmark.embedded import encode
 
     e = np.asarray(encode([q.question.strip() for q in queries], encoder), dtype=np.float64)
     return (e @ e.T).astype(np.float32)
@@ -278,7 +278,7 @@ class Similarities:
     meta: dict = field(default_factory=dict)
 
     def save(self, path: str | Path) -> Path:
-        from benchmark.fileio import atomic_path
+        from consistbench.benchmark.fileio import atomic_path
 
         arrays = {"reference": self.reference}
         arrays |= {f"base/{k}": v for k, v in self.base.items()}
@@ -397,9 +397,9 @@ def compute_weights(base: str | Path, models: Sequence[str | Path], dev: str | P
     ``similarities_in``: reuse matrices saved by an earlier run (``similarities_out``) instead of
     running the models, e.g. to try another distance or normalisation.
     """
-    from benchmark import __version__
-    from reference_method.merge.checks import check_models
-    from reference_method.merge.io import LazyModel
+    from consistbench.benchmark import __version__
+    from consistbench.reference_method.merge.checks import check_models
+    from consistbench.reference_method.merge.io import LazyModel
 
     options = options or WeightsOptions()
     if not models:
@@ -481,7 +481,7 @@ def load_weights(path: str | Path) -> dict:
 
 def write_weights(doc: dict, path: str | Path, heatmap: str | Path | None = None) -> tuple[Path, Path | None]:
     """Write the JSON (atomically) and, unless ``heatmap`` is False-y, the heatmap PNG beside it."""
-    from benchmark.fileio import write_json
+    from consistbench.benchmark.fileio import write_json
 
     check_weights_doc(doc, str(path))
     write_json(path, doc)
@@ -498,7 +498,7 @@ def plot_heatmap(doc: dict, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from benchmark.fileio import atomic_path
+    from consistbench.benchmark.fileio import atomic_path
 
     w = doc["weights"]
     matrix = np.array([w["embed"], *w["layers"], w["final"]], dtype=np.float64)

@@ -2,14 +2,14 @@
 
 Any module adds an action under ``ref`` with the :func:`ref_command` decorator::
 
-    from reference_method.ref_group import ref_command
+    from consistbench.reference_method.ref_group import ref_command
 
     @ref_command
     def add(ref_sub):              # ref_sub: the ``ref`` group's subparsers object
         p = ref_sub.add_parser("weights", help="...")
         p.set_defaults(func=cmd_weights)
 
-The group itself is registered once with :func:`benchmark.cli.register`; it collects the
+The group itself is registered once with :func:`consistbench.benchmark.cli.register`; it collects the
 actions of whichever modules ``reference_method/cli.py`` imported. :func:`ref_subparsers`
 returns the subparsers object after the parser has been built, for code that needs it.
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from benchmark.cli import register
+from consistbench.benchmark.cli import register
 
 _ACTIONS: list[Callable[[argparse._SubParsersAction], None]] = []
 _SUBPARSERS: list[argparse._SubParsersAction] = []

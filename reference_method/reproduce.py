@@ -19,7 +19,7 @@ last checkpoint):
 3. ``weights`` -> ``weights/weights.json`` + heatmap: consistency weights of the specialised
    models on dev queries (:mod:`.consistency_weights`);
 4. ``merge``   -> ``models/merged/``: ``theta_base + sum_k w_k^l delta_k^l`` (:mod:`.merge`);
-5. ``eval``    -> ``eval/<name>/``: every model through lm-eval (:func:`benchmark.evaluate.run_eval`);
+5. ``eval``    -> ``eval/<name>/``: every model through lm-eval (:func:`consistbench.benchmark.evaluate.run_eval`);
 6. ``table``   -> ``results/results.{md,json,png}``: ROUGE-L, BLEU, EM, RS, BS per model.
 
 ``--extra-model NAME=DIR`` adds already-trained models (e.g. preference-based fusion) as rows:
@@ -40,8 +40,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmark.errors import ConsistbenchError
-from reference_method.ref_group import ref_command
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method.ref_group import ref_command
 
 SPECIALISED = ("how_to", "plural_article", "paraphrase")
 TABLE_METRICS = (("rougeL", "ROUGE-L"), ("bleu", "BLEU"), ("em", "EM"), ("rs", "RS"), ("bs", "BS"))
@@ -181,7 +181,7 @@ class Run:
         if self.preset.name == "paper":
             raise ConsistbenchError("preset paper: pass the base model's local folder with --model "
                                     "(e.g. a downloaded meta-llama/Llama-3.1-8B-Instruct); nothing is downloaded")
-        from benchmark.embedded import convert_smollm2
+        from consistbench.benchmark.embedded import convert_smollm2
 
         return Path(convert_smollm2())
 
@@ -196,7 +196,7 @@ class Run:
 
     # -- bookkeeping ------------------------------------------------------------------------
     def _record(self) -> None:
-        from benchmark.fileio import write_json
+        from consistbench.benchmark.fileio import write_json
 
         self.dir.mkdir(parents=True, exist_ok=True)
         record = {"preset": asdict(self.preset)}
@@ -212,7 +212,7 @@ class Run:
             write_json(path, record)
 
     def _timing(self, key: str, seconds: float) -> None:
-        from benchmark.fileio import write_json
+        from consistbench.benchmark.fileio import write_json
 
         path = self.dir / "timings.json"
         data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -232,7 +232,7 @@ class Run:
 
     # -- stages -----------------------------------------------------------------------------
     def stage_base(self) -> None:
-        from reference_method import doctor
+        from consistbench.reference_method import doctor
 
         src, fixed = self.source_model(), self.dir / "base"
         if (fixed / "config.json").is_file():
@@ -251,8 +251,8 @@ class Run:
         if self.synth_file.is_file():
             self.log(f"[synth] {self.synth_file} exists: skipped")
             return
-        from benchmark.variants.paraphrase import make_paraphraser
-        from reference_method.synth import default_train_file, synthesize_file
+        from consistbench.benchmark.variants.paraphrase import make_paraphraser
+        from consistbench.reference_method.synth import default_train_file, synthesize_file
 
         s = dict(self.preset.synth)
         backend, pmodel = s.pop("paraphraser", "local_lm"), s.pop("paraphrase_model", None)
@@ -288,10 +288,10 @@ class Run:
     def _select(self) -> None:
         import random
 
-        from benchmark.fileio import write_jsonl
-        from benchmark.schema import load_data
-        from reference_method import doctor
-        from reference_method.collator import encode_row
+        from consistbench.benchmark.fileio import write_jsonl
+        from consistbench.benchmark.schema import load_data
+        from consistbench.reference_method import doctor
+        from consistbench.reference_method.collator import encode_row
 
         n = self.preset.questions_per_type
         raw = [json.loads(line) for line in self.synth_file.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -344,7 +344,7 @@ class Run:
                  f"within {limit} tokens (of {len(by_group)})")
 
     def train_config(self, alpha: float):
-        from reference_method.consistency_config import ConsistencyConfig
+        from consistbench.reference_method.consistency_config import ConsistencyConfig
 
         fields = dict(self.preset.train, alpha=alpha, disable_tqdm=not self.progress)
         try:
@@ -353,8 +353,8 @@ class Run:
             raise ConsistbenchError(f"preset {self.preset.name}: bad training setting ({exc})") from None
 
     def stage_train(self) -> None:
-        from reference_method.train import latest_checkpoint, train
-        from reference_method.triplets import MiningConfig
+        from consistbench.reference_method.train import latest_checkpoint, train
+        from consistbench.reference_method.triplets import MiningConfig
 
         for name, vtype, alpha in training_runs(self.preset):
             if self.only is not None and name not in self.only:
@@ -380,7 +380,7 @@ class Run:
         if self.weights_file.is_file():
             self.log(f"[weights] {self.weights_file} exists: skipped")
             return
-        from reference_method.consistency_weights import DEFAULT_DEV, compute_weights, options_from, write_weights
+        from consistbench.reference_method.consistency_weights import DEFAULT_DEV, compute_weights, options_from, write_weights
 
         options = options_from(**self.preset.weights)
 
@@ -396,14 +396,14 @@ class Run:
         if (out / "config.json").is_file():
             self.log(f"[merge] {out} exists: skipped")
             return
-        from reference_method.merge import MergeConfig, merge
+        from consistbench.reference_method.merge import MergeConfig, merge
 
         cfg = MergeConfig.from_dict({
             "method": "consistency", "base": str(self.base_model()),
             "models": [{"path": str(p), "name": t} for p, t in zip(self.specialised(), SPECIALISED)],
             "parameters": {"weights_file": str(self.weights_file), **self.preset.merge},
         }, where=f"preset {self.preset.name} merge")
-        from benchmark.fileio import write_text
+        from consistbench.benchmark.fileio import write_text
 
         write_text(self.dir / "merge.yaml", cfg.to_yaml())
         self._timed("merge", lambda: merge(cfg, out, log=self.log))
@@ -414,7 +414,7 @@ class Run:
         return found[-1] if found else None
 
     def stage_eval(self) -> None:
-        from benchmark.evaluate import EvalOptions, run_eval
+        from consistbench.benchmark.evaluate import EvalOptions, run_eval
 
         for name, path in self.models_to_eval().items():
             if self.only is not None and name not in self.only:
@@ -436,7 +436,7 @@ class Run:
 
     def collect(self) -> list[dict]:
         """One row per evaluated model: label, metrics, the results file."""
-        from benchmark.evaluate import task_metrics
+        from consistbench.benchmark.evaluate import task_metrics
 
         rows = []
         for name in self.models_to_eval():
@@ -454,7 +454,7 @@ class Run:
         return rows
 
     def stage_table(self) -> dict:
-        from benchmark.fileio import write_json, write_text
+        from consistbench.benchmark.fileio import write_json, write_text
 
         rows = self.collect()
         base = rows[0]["metrics"]
@@ -519,7 +519,7 @@ def bar_chart(doc: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from benchmark.fileio import atomic_path
+    from consistbench.benchmark.fileio import atomic_path
 
     rows = doc["rows"]
     fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(TABLE_METRICS) * len(rows) / 4), 4.5), constrained_layout=True)

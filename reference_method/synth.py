@@ -1,12 +1,12 @@
 """``consistbench ref synth``: synthetic training variants of the train split's questions.
 
 For every original question of the train split, up to ``n`` variants of each requested type
-from the benchmark's own generators (:func:`benchmark.variants.generate.generate_variants`:
+from the benchmark's own generators (:func:`consistbench.benchmark.variants.generate.generate_variants`:
 rule-based ``how_to`` and ``plural_article``, ``paraphrase`` from a pluggable paraphraser), each
 passing the audit's filters (non-empty, differs, a real variant of its type, meaning kept).
 Then:
 
-- deduplicated: a variant equal (after :func:`benchmark.text.normalise_question`) to another
+- deduplicated: a variant equal (after :func:`consistbench.benchmark.text.normalise_question`) to another
   query of its group is dropped, whatever its type; a (question, passage) pair already in
   another group is dropped;
 - held out: a train row whose passage (by id, or by its text) appears in any held-out file (the
@@ -28,20 +28,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.errors import ConsistbenchError
-from benchmark.variants import VARIANT_TYPES
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.variants import VARIANT_TYPES
 
 SYNTH_COLUMNS = ("generator", "settings", "seed", "cosine")
 
 
 def default_train_file() -> Path:
-    from benchmark.databuild import DATA_DIR
+    from consistbench.benchmark.databuild import DATA_DIR
 
     return DATA_DIR / "train.jsonl"
 
 
 def default_holdout_files() -> list[Path]:
-    from benchmark.databuild import DATA_DIR
+    from consistbench.benchmark.databuild import DATA_DIR
 
     return [DATA_DIR / "dev.jsonl", DATA_DIR / "test.jsonl"]
 
@@ -61,7 +61,7 @@ class SynthStats:
 
 def load_holdout(paths: Sequence[str | Path]) -> tuple[set[str], set[str]]:
     """Passage ids and normalised passage texts of every held-out file."""
-    from benchmark.schema import load_data
+    from consistbench.benchmark.schema import load_data
 
     ids: set[str] = set()
     texts: set[str] = set()
@@ -80,9 +80,9 @@ def synthesize(rows: Sequence, *, types: Sequence[str] = VARIANT_TYPES, n: int =
                encoder: str | None = None, progress: Callable[[str, int], None] | None = None
                ) -> tuple[list[dict], SynthStats]:
     """Synthetic rows (originals then their variants, group by group) and what happened to the input."""
-    from benchmark.schema import row_id_for
-    from benchmark.text import normalise_question
-    from benchmark.variants.generate import generate_variants
+    from consistbench.benchmark.schema import row_id_for
+    from consistbench.benchmark.text import normalise_question
+    from consistbench.benchmark.variants.generate import generate_variants
 
     if n < 1:
         raise ConsistbenchError(f"n must be at least 1, got {n}")
@@ -147,8 +147,8 @@ def synthesize(rows: Sequence, *, types: Sequence[str] = VARIANT_TYPES, n: int =
 def synthesize_file(train: str | Path, output: str | Path, *, holdout: Sequence[str | Path] | None = None,
                     **kwargs) -> SynthStats:
     """Read ``train``, synthesise, validate the result against the schema, write ``output`` atomically."""
-    from benchmark.fileio import write_jsonl
-    from benchmark.schema import check_groups, load_data, parse_row
+    from consistbench.benchmark.fileio import write_jsonl
+    from consistbench.benchmark.schema import check_groups, load_data, parse_row
 
     if Path(output).resolve() in {Path(p).resolve() for p in [train, *(holdout or [])]}:
         raise ConsistbenchError(f"{output}: the output would overwrite an input")

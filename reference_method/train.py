@@ -8,7 +8,7 @@ Steps, all checked before anything is written:
    transformers, or custom code with ``--trust-remote-code``), and ``consistbench doctor``'s
    checks pass (pad == eos is refused unless ``allow_pad_eq_eos``);
 2. the synthetic data (schema-validated) gives at least one triplet for the variant type
-   (:mod:`reference_method.triplets`); triplets longer than ``max_length`` are dropped, counted;
+   (:mod:`consistbench.reference_method.triplets`); triplets longer than ``max_length`` are dropped, counted;
 3. a checkpoint to resume from (``--resume``) is complete and readable.
 
 Training is :class:`ConsistencyTrainer` (full fine-tuning, or LoRA with adapters merged into the
@@ -36,9 +36,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.errors import ConsistbenchError
-from reference_method.consistency_config import ConsistencyConfig
-from reference_method.triplets import MiningConfig, Triplet, mine_triplets, select_rows
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method.consistency_config import ConsistencyConfig
+from consistbench.reference_method.triplets import MiningConfig, Triplet, mine_triplets, select_rows
 
 CARD_NAME = "consistbench_train.json"
 RUN_NAME = "consistbench_run.json"
@@ -94,7 +94,7 @@ class PreparedData:
 def prepare_data(rows: Sequence, variant_type: str, tokenizer, *, mining: MiningConfig, max_length: int,
                  source: str = "data") -> PreparedData:
     """Select the rows of ``variant_type``, mine triplets and tokenize them."""
-    from reference_method.collator import encode_row
+    from consistbench.reference_method.collator import encode_row
 
     selected = select_rows(rows, variant_type)
     if not any(r.variant_type != "original" for r in selected):
@@ -215,8 +215,8 @@ def train(model_dir: str | Path, data: str | Path, variant_type: str, output_dir
           log: Callable[[str], None] = print) -> Path:
     """Train one model; return ``output_dir``. ``config.output_dir`` is the checkpoint directory
     (defaults to ``<output_dir>.checkpoints``)."""
-    from benchmark.schema import load_data
-    from reference_method import doctor
+    from consistbench.benchmark.schema import load_data
+    from consistbench.reference_method import doctor
 
     model_dir, data, output_dir = Path(model_dir), Path(data), Path(output_dir)
     mining = mining or MiningConfig()
@@ -270,8 +270,8 @@ def train(model_dir: str | Path, data: str | Path, variant_type: str, output_dir
 
     from transformers import set_seed
 
-    from reference_method.collator import CompletionCollator
-    from reference_method.consistency_trainer import ConsistencyTrainer
+    from consistbench.reference_method.collator import CompletionCollator
+    from consistbench.reference_method.consistency_trainer import ConsistencyTrainer
 
     set_seed(config.seed)
     model = load_model(model_dir, config)
@@ -280,7 +280,7 @@ def train(model_dir: str | Path, data: str | Path, variant_type: str, output_dir
                                  processing_class=tokenizer, callbacks=list(callbacks or []))
     if trainer.accelerator.is_main_process:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        from benchmark.fileio import write_json
+        from consistbench.benchmark.fileio import write_json
 
         write_json(ckpt_dir / RUN_NAME, fingerprint)
     started = time.perf_counter()
@@ -312,8 +312,8 @@ def train(model_dir: str | Path, data: str | Path, variant_type: str, output_dir
 
 def save_model(trainer, tokenizer, output_dir: Path, card: dict, *, model_dir: Path) -> None:
     """Write the trained model (LoRA merged) to ``output_dir`` atomically."""
-    from benchmark.fileio import atomic_path
-    from reference_method import doctor
+    from consistbench.benchmark.fileio import atomic_path
+    from consistbench.reference_method import doctor
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):  # a peft model: fold the adapters into the weights

@@ -1,7 +1,7 @@
 """Subcommands of the reference method, part 1: ``consistbench ref synth|train`` and ``consistbench doctor``.
 
-``ref synth`` and ``ref train`` join the shared ``ref`` group (:func:`reference_method.ref_group.ref_command`);
-``doctor`` is a top-level command (:func:`benchmark.cli.register`). ``reference_method/cli.py``
+``ref synth`` and ``ref train`` join the shared ``ref`` group (:func:`consistbench.reference_method.ref_group.ref_command`);
+``doctor`` is a top-level command (:func:`consistbench.benchmark.cli.register`). ``reference_method/cli.py``
 imports this module. Heavy libraries are imported inside the handlers.
 """
 
@@ -11,9 +11,9 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmark.cli import register
-from benchmark.errors import ConsistbenchError
-from reference_method.ref_group import ref_command
+from consistbench.benchmark.cli import register
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method.ref_group import ref_command
 
 TRAIN_TYPES = ("how_to", "plural_article", "paraphrase", "all")
 
@@ -22,8 +22,8 @@ TRAIN_TYPES = ("how_to", "plural_article", "paraphrase", "all")
 # ref synth
 
 def cmd_synth(args) -> int:
-    from benchmark.variants.paraphrase import make_paraphraser
-    from reference_method.synth import default_train_file, synthesize_file
+    from consistbench.benchmark.variants.paraphrase import make_paraphraser
+    from consistbench.reference_method.synth import default_train_file, synthesize_file
 
     types = [t.strip() for t in args.types.split(",") if t.strip()]
     paraphraser = None
@@ -72,8 +72,8 @@ _MINING_OPTIONS = {"anchors": "anchors", "positives": "positives", "negatives": 
 
 
 def build_configs(args):
-    from reference_method.consistency_config import ConsistencyConfig
-    from reference_method.triplets import MiningConfig
+    from consistbench.reference_method.consistency_config import ConsistencyConfig
+    from consistbench.reference_method.triplets import MiningConfig
 
     fields = _load_yaml(args.config)
     mining_fields = fields.pop("mining", None) or {}
@@ -97,10 +97,10 @@ def build_configs(args):
 
 
 def cmd_train(args) -> int:
-    from reference_method.train import train
+    from consistbench.reference_method.train import train
 
     if args.model is None:
-        from benchmark.embedded import convert_smollm2
+        from consistbench.benchmark.embedded import convert_smollm2
 
         args.model = str(convert_smollm2())
     config, mining = build_configs(args)
@@ -115,7 +115,7 @@ def cmd_train(args) -> int:
 # doctor
 
 def cmd_doctor(args) -> int:
-    from reference_method import doctor
+    from consistbench.reference_method import doctor
 
     findings = doctor.check(args.model_dir, trust_remote_code=args.trust_remote_code)
     if args.json:

@@ -9,7 +9,7 @@ query of another group (``random``). One triplet per (anchor, positive); its neg
 from the anchor's candidates with a seeded RNG, so the list depends only on the rows and the
 settings.
 
-The encoder is the embedded all-MiniLM-L6-v2 (``benchmark.embedded.encode``) unless
+The encoder is the embedded all-MiniLM-L6-v2 (``consistbench.benchmark.embedded.encode``) unless
 ``MiningConfig.encoder`` names another sentence-transformers model.
 """
 
@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
-from benchmark.errors import ConsistbenchError
-from benchmark.variants import VARIANT_TYPES
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.variants import VARIANT_TYPES
 
 Anchors = Literal["original", "all"]
 Positives = Literal["group", "group+neighbours"]
@@ -98,7 +98,7 @@ def mine_triplets(rows: Sequence, config: MiningConfig | None = None, embeddings
     if len({r.id for r in rows}) != len(rows):
         raise ConsistbenchError("row ids are not unique")
     if embeddings is None:
-        from benchmark.embedded import encode
+        from consistbench.benchmark.embedded import encode
 
         embeddings = encode([r.question for r in rows], config.encoder)
     emb = np.asarray(embeddings, dtype=np.float32)

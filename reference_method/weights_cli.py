@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from reference_method.ref_group import ref_command
+from consistbench.reference_method.ref_group import ref_command
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
-    from reference_method.consistency_weights import compute_weights, options_from, write_weights
+    from consistbench.reference_method.consistency_weights import compute_weights, options_from, write_weights
 
     opts = {k: getattr(args, k) for k in ("pooling", "distance", "compare", "normalisation", "temperature",
                                           "temperature_scale", "power", "total", "batch_size", "encoder")
@@ -34,7 +34,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 @ref_command
 def add(ref_sub: argparse._SubParsersAction) -> None:
-    from reference_method.consistency_weights import DEFAULT_DEV
+    from consistbench.reference_method.consistency_weights import DEFAULT_DEV
 
     p = ref_sub.add_parser("weights", help="consistency-aware per-layer merge weights from dev-set activations",
                            description="Compute w_k^l for `consistbench merge` (method: consistency). "

@@ -63,7 +63,7 @@ def responses_file(tmp_path, responses_rows) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The converted embedded SmolLM2 (made by `consistbench setup`; converted here if missing)."""
-    from benchmark.embedded import convert_smollm2
+    from consistbench.benchmark.embedded import convert_smollm2
 
     return convert_smollm2()
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from benchmark.audit import audit_rows
-from benchmark.cli import main
-from benchmark.schema import load_data
+from consistbench.benchmark.audit import audit_rows
+from consistbench.benchmark.cli import main
+from consistbench.benchmark.schema import load_data
 from tests.conftest import REPO, make_row, write_jsonl
 
 CTX = "To copy a list, use slicing or the list.copy() method; copy.deepcopy() copies nested objects too."
@@ -111,7 +111,7 @@ def test_shipped_data_passes_the_audit(capsys):
 def test_mini_subset_is_whole_groups_of_the_test_split():
     from collections import Counter
 
-    from tasks.consistency import utils
+    from consistbench.tasks.consistency import utils
     full = list(utils.load(subset="all")["test"])
     mini = list(utils.load(subset="mini")["test"])
     listed = set((REPO / "tasks" / "consistency" / "data" / "mini_groups.txt").read_text().split())

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from benchmark.cli import main
-from benchmark.compare_cli import load_side
-from benchmark.schema import data_checksum, parse_row
+from consistbench.benchmark.cli import main
+from consistbench.benchmark.compare_cli import load_side
+from consistbench.benchmark.schema import data_checksum, parse_row
 from tests.conftest import make_row, write_jsonl
 
 TYPES = ("how_to", "plural_article", "paraphrase")
@@ -95,7 +95,7 @@ def test_only_shared_groups_are_compared(tmp_path):
     # ... but a subset of the same lm-eval task data is compared on the shared groups
     side_a, side_b = load_side(a), load_side(b)
     side_b.data_version = side_a.data_version
-    from benchmark.compare_cli import compare
+    from consistbench.benchmark.compare_cli import compare
 
     res = compare(side_a, side_b)
     assert res["shared_groups"] == 20 and res["only_a_rows"] == len(rows) - len(half) and res["only_b_rows"] == 0
@@ -149,8 +149,8 @@ def test_results_without_samples_are_refused(tmp_path, capsys):
 
 
 def test_a_row_that_differs_between_sides_is_refused(tmp_path):
-    from benchmark.compare_cli import compare
-    from benchmark.errors import ConsistbenchError
+    from consistbench.benchmark.compare_cli import compare
+    from consistbench.benchmark.errors import ConsistbenchError
 
     rows = data_rows(10)
     a = load_side(write_jsonl(tmp_path / "a.jsonl", with_responses(rows, consistent)))

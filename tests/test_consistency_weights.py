@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmark.cli import main
-from benchmark.errors import ConsistbenchError
-from reference_method.consistency_weights import (
+from consistbench.benchmark.cli import main
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method.consistency_weights import (
     Similarities,
     WeightsOptions,
     compute_weights,
@@ -193,7 +193,7 @@ def test_similarities_do_not_depend_on_batching_and_pool_the_query_tokens(pico, 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from reference_method.consistency_weights import _render
+    from consistbench.reference_method.consistency_weights import _render
 
     queries = load_queries(dev_rows[:5])
     one = model_similarities(pico["ft1"], queries, WeightsOptions(batch_size=1))

@@ -1,6 +1,6 @@
 """Cutting rendered documentation pages into passages with stable, citable ids."""
 
-from benchmark import corpus
+from consistbench.benchmark import corpus
 
 PAGE = """<html><body><div role="main" class="body">
 <section id="shutil-high-level-file-operations"><h1>shutil — High-level file operations<a class="headerlink" href="#x">¶</a></h1>

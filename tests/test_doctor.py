@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.cli import main
-from benchmark.errors import ConsistbenchError
-from benchmark.prompting import MAX_GEN_TOKS, prompt_text
-from reference_method import doctor
+from consistbench.benchmark.cli import main
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.prompting import MAX_GEN_TOKS, prompt_text
+from consistbench.reference_method import doctor
 
 
 def codes(findings) -> set[str]:
@@ -114,7 +114,7 @@ def test_normalized_flag_without_a_split_is_a_warning(model_copy, tmp_path):
 
 
 def test_missing_chat_template_is_found_and_a_raw_prompt_template_installed(model_copy, tmp_path):
-    from reference_method.collator import encode_row
+    from consistbench.reference_method.collator import encode_row
 
     (model_copy / "chat_template.jinja").unlink()
     raw = tokenizer(model_copy)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import cli
-from benchmark.evaluate import EvalOptions, run_eval, task_metrics, tasks_path
-from benchmark.schema import load_data
+from consistbench.benchmark import cli
+from consistbench.benchmark.evaluate import EvalOptions, run_eval, task_metrics, tasks_path
+from consistbench.benchmark.schema import load_data
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

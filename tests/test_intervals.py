@@ -8,10 +8,10 @@ import random
 import numpy as np
 import pytest
 
-from benchmark import intervals as I
-from benchmark import metrics as M
-from benchmark.cli import main
-from benchmark.variants import VARIANT_TYPES
+from consistbench.benchmark import intervals as I
+from consistbench.benchmark import metrics as M
+from consistbench.benchmark.cli import main
+from consistbench.benchmark.variants import VARIANT_TYPES
 
 WORDS = "the list copy sort dict value key file path open read write return call use module object".split()
 
@@ -281,8 +281,8 @@ def test_lm_eval_stderr_column_is_filled_from_the_group_bootstrap():
     from lm_eval import evaluator
     from lm_eval.utils import make_table
 
-    from benchmark.evaluate import task_manager
-    from tasks.consistency.utils import settings_from_env
+    from consistbench.benchmark.evaluate import task_manager
+    from consistbench.tasks.consistency.utils import settings_from_env
 
     res = evaluator.simple_evaluate(model=_EchoLM.make(), tasks=["consistency_mini"], task_manager=task_manager(),
                                     log_samples=True)

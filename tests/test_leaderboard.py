@@ -1,6 +1,6 @@
 """Leaderboard: a real submission from ``run_eval``, every rejection the issue lists, the site.
 
-The submission is produced once per session: ``benchmark.evaluate.run_eval`` on a tiny random
+The submission is produced once per session: ``consistbench.benchmark.evaluate.run_eval`` on a tiny random
 Llama (SmolLM2's tokenizer and chat template; a wide initialisation so that it says varied
 nonsense instead of nothing) over ``consistency_mini``, then ``consistbench leaderboard prepare``.
 Each rejection test copies it and breaks one thing. The browser test drives headless Chromium
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.cli import main
-from benchmark.errors import ConsistbenchError
-from leaderboard import validate as V
-from leaderboard.schema import metadata_json_schema_text
+from consistbench.benchmark.cli import main
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.leaderboard import validate as V
+from consistbench.leaderboard.schema import metadata_json_schema_text
 
 REPO = Path(__file__).resolve().parents[1]
 TASK = "consistency_mini"
@@ -48,7 +48,7 @@ def chatty_llama_dir(tmp_path_factory, tiny_llama_dir) -> Path:
 @pytest.fixture(scope="session")
 def eval_dir(tmp_path_factory, chatty_llama_dir) -> Path:
     """A real `consistbench eval` output folder (results JSON + samples JSONL) on consistency_mini."""
-    from benchmark.evaluate import EvalOptions, run_eval
+    from consistbench.benchmark.evaluate import EvalOptions, run_eval
 
     out = tmp_path_factory.mktemp("lb-eval")
     result = run_eval(EvalOptions(model_args=f"pretrained={chatty_llama_dir},dtype=float32", tasks=(TASK,),
@@ -144,7 +144,7 @@ def test_accepts_a_real_submission_and_rescores_every_metric(real_submission, ev
     v = V.validate_submission(real_submission)
     assert v.task == TASK
     spec = V.load_task(TASK)
-    from benchmark.schema import load_data
+    from consistbench.benchmark.schema import load_data
 
     groups = set((REPO / "tasks/consistency/data/mini_groups.txt").read_text().split())
     assert v.n_docs == len(spec.docs) == sum(r.group_id in groups for r in load_data(REPO / "tasks/consistency/data/test.jsonl"))
@@ -175,7 +175,7 @@ def test_main_track_is_checked_against_the_whole_test_split(tmp_path, real_submi
     """A main-track submission (every test document; responses = references, so scoring is quick)."""
     import hashlib
 
-    from tasks.consistency.utils import doc_to_text
+    from consistbench.tasks.consistency.utils import doc_to_text
 
     spec = V.load_task("consistency")
     gen_kwargs = read_samples(real_submission)[0]["arguments"]["gen_args_0"]["arg_1"]
@@ -427,7 +427,7 @@ def submissions(tmp_path_factory, real_submission) -> Path:
 
 @pytest.fixture(scope="session")
 def site(tmp_path_factory, submissions) -> Path:
-    from leaderboard.site import build_site
+    from consistbench.leaderboard.site import build_site
 
     out = tmp_path_factory.mktemp("lb-site") / "site"
     build_site(submissions, out)
@@ -479,7 +479,7 @@ def test_user_text_is_escaped(site):
 
 
 def test_rebuild_is_byte_identical(tmp_path, submissions, site):
-    from leaderboard.site import build_site
+    from consistbench.leaderboard.site import build_site
 
     again = tmp_path / "again"
     build_site(submissions, again)
@@ -489,7 +489,7 @@ def test_rebuild_is_byte_identical(tmp_path, submissions, site):
 
 
 def test_build_is_atomic_and_refuses_foreign_directories(tmp_path, submissions, site):
-    from leaderboard.site import build_site
+    from consistbench.leaderboard.site import build_site
 
     out = tmp_path / "site"
     shutil.copytree(site, out)
@@ -511,7 +511,7 @@ def test_build_is_atomic_and_refuses_foreign_directories(tmp_path, submissions, 
 
 
 def test_rejects_an_unsafe_submission_directory_name(tmp_path, real_submission):
-    from leaderboard.site import build_site
+    from consistbench.leaderboard.site import build_site
 
     shutil.copytree(real_submission, tmp_path / "subs" / "Bad Name")
     with pytest.raises(ConsistbenchError, match="directory names use lower-case"):
@@ -519,8 +519,8 @@ def test_rejects_an_unsafe_submission_directory_name(tmp_path, real_submission):
 
 
 def test_table_shows_confidence_intervals_when_a_row_has_them(site):
-    from leaderboard.schema import RankingRow
-    from leaderboard.site import render_ranking_table
+    from consistbench.leaderboard.schema import RankingRow
+    from consistbench.leaderboard.site import render_ranking_table
 
     row = RankingRow.model_validate(json.loads((site / "leaderboard.json").read_text())["tracks"][TASK]["rows"][0])
     row.ci = {"em": [0.25, 0.75]}
@@ -529,7 +529,7 @@ def test_table_shows_confidence_intervals_when_a_row_has_them(site):
 
 
 def test_ranking_has_group_bootstrap_intervals_and_tie_marks(site, submissions, real_submission, tmp_path):
-    from leaderboard.site import build_site
+    from consistbench.leaderboard.site import build_site
 
     doc = json.loads((site / "leaderboard.json").read_text())
     assert doc["intervals"]["n_resamples"] == 1000 and doc["intervals"]["unit"] == "group_id"

@@ -11,11 +11,11 @@ import pytest
 import torch
 import yaml
 
-from benchmark.cli import main
-from benchmark.errors import ConsistbenchError
-from reference_method.merge import MergeConfig, export_mergekit, merge
-from reference_method.merge.ops import merge_utils, tensor_seed
-from reference_method.merge.plan import tensor_group
+from consistbench.benchmark.cli import main
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method.merge import MergeConfig, export_mergekit, merge
+from consistbench.reference_method.merge.ops import merge_utils, tensor_seed
+from consistbench.reference_method.merge.plan import tensor_group
 from tests import pico_models
 from tests.pico_models import load_state
 
@@ -115,7 +115,7 @@ def test_ties_equals_its_formula(pico, states, tmp_path):
 
 
 def _blocks(n):
-    from reference_method.merge.ops import RNG_BLOCK
+    from consistbench.reference_method.merge.ops import RNG_BLOCK
 
     return [(a, min(n, a + RNG_BLOCK)) for a in range(0, n, RNG_BLOCK)]
 
@@ -178,7 +178,7 @@ def test_dare_ties_equals_its_formula_and_agrees_with_peft_for_the_same_seed(pic
 
 def write_weights_doc(path: Path, pico, rows: dict, models=FTS, value=None) -> Path:
     """A hand-made consistency weights file (format of reference_method.consistency_weights)."""
-    from reference_method.consistency_weights import FORMAT, FORMAT_VERSION
+    from consistbench.reference_method.consistency_weights import FORMAT, FORMAT_VERSION
 
     doc = {"format": FORMAT, "version": FORMAT_VERSION, "num_layers": pico_models.NUM_LAYERS,
            "base": {"path": str(pico["base"]), "label": "base"},
@@ -258,7 +258,7 @@ def test_consistency_with_ties_sparsified_deltas(pico, states, tmp_path):
 
 
 def test_fused_weighted_sums_equal_peft_task_arithmetic():
-    from reference_method.merge import ops
+    from consistbench.reference_method.merge import ops
 
     g = torch.Generator().manual_seed(0)
     base = torch.randn(1000, generator=g)
@@ -315,7 +315,7 @@ def test_cli_merge_yaml_with_relative_paths_and_card(pico, tmp_path, capsys):
 
 
 def test_registering_a_method_is_a_decorator_and_a_function(pico, states, tmp_path):
-    from reference_method.merge import MethodParams, TensorInputs, merge_method
+    from consistbench.reference_method.merge import MethodParams, TensorInputs, merge_method
 
     class Half(MethodParams):
         factor: float = 0.5

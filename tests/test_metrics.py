@@ -5,11 +5,11 @@ import random
 import numpy as np
 import pytest
 
-from benchmark.errors import DataError
-from benchmark.metrics import (BertScoreConfig, Scored, ScoreSettings, bertscore_f1, bleu, compute_all,
+from consistbench.benchmark.errors import DataError
+from consistbench.benchmark.metrics import (BertScoreConfig, Scored, ScoreSettings, bertscore_f1, bleu, compute_all,
                                exact_match, pair_by_group, rouge_l, rouge_l_many)
-from benchmark.scorer import to_scored
-from benchmark.schema import parse_row
+from consistbench.benchmark.scorer import to_scored
+from consistbench.benchmark.schema import parse_row
 
 TEXTS = [
     ("Use slicing: new_l = l[:]", "Sequences can be copied by slicing: new_l = l[:]"),
@@ -43,7 +43,7 @@ def test_bleu_equals_sacrebleu_corpus_bleu():
 def test_bertscore_equals_bert_score_library():
     from bert_score import BERTScorer
 
-    from benchmark.embedded import minilm_path
+    from consistbench.benchmark.embedded import minilm_path
 
     pairs = [(p, t) for p, t in TEXTS if p and p != t]
     ours = bertscore_f1(pairs)
@@ -126,7 +126,7 @@ def test_bs_per_type_and_overall_mean(responses_rows):
 
 def test_rs_counts_identical_responses_without_words_as_similar():
     """rouge-score gives 0.0 to two identical strings without word tokens; rs must not drop below em."""
-    from benchmark.metrics import Pair, em_values, rouge_l, rs_values
+    from consistbench.benchmark.metrics import Pair, em_values, rouge_l, rs_values
 
     pairs = [Pair("g1", "paraphrase", "::::", "::::"), Pair("g2", "how_to", "::::", ";;;;"),
              Pair("g3", "how_to", "Use copy.copy().", "Use copy.copy() here.")]

@@ -6,10 +6,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from benchmark.cli import main
-from benchmark.errors import ConsistbenchError
-from benchmark.variants.generate import generate_variants
-from benchmark.variants.paraphrase import EndpointParaphraser, LocalLMParaphraser, WordNetParaphraser, clean_output
+from consistbench.benchmark.cli import main
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.variants.generate import generate_variants
+from consistbench.benchmark.variants.paraphrase import EndpointParaphraser, LocalLMParaphraser, WordNetParaphraser, clean_output
 
 
 class FakeOpenAI(BaseHTTPRequestHandler):

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.cli import main
-from benchmark.errors import ConsistbenchError
-from reference_method.preference.collator import PreferenceCollator, encode_completion, tokenize_rows
-from reference_method.preference.mrpo_trainer import clip_to_main, reference_weights, virtual_reference
-from reference_method.preference.wrpo_trainer import fusion_alpha, wrpo_loss
+from consistbench.benchmark.cli import main
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method.preference.collator import PreferenceCollator, encode_completion, tokenize_rows
+from consistbench.reference_method.preference.mrpo_trainer import clip_to_main, reference_weights, virtual_reference
+from consistbench.reference_method.preference.wrpo_trainer import fusion_alpha, wrpo_loss
 
 QA = [
     ("How do I copy a list?", "To copy a list, call list.copy() or slice it with [:].",
@@ -29,7 +29,7 @@ QA = [
 
 
 def pref_rows() -> list[dict]:
-    from benchmark.prompting import prompt_text
+    from consistbench.benchmark.prompting import prompt_text
 
     return [{"id": f"g{i}-orig", "group_id": f"g{i}", "variant_type": "original", "question": q, "context": c,
              "prompt": prompt_text(c, q), "chosen": good, "rejected": bad, "source_chosen": src}
@@ -153,8 +153,8 @@ def test_tokenization_matches_evaluation_prompt(tok):
 def test_wrpo_with_alpha_zero_equals_trl_dpo(tiny_llama_dir, tok, tmp_path):
     from datasets import Dataset
 
-    from reference_method.preference.wrpo_config import WRPOConfig
-    from reference_method.preference.wrpo_trainer import WRPOTrainer
+    from consistbench.reference_method.preference.wrpo_config import WRPOConfig
+    from consistbench.reference_method.preference.wrpo_trainer import WRPOTrainer
 
     cols, _ = tokenize_rows(pref_rows(), tok, completions=("chosen", "rejected", "source"), max_length=None)
     args = WRPOConfig(output_dir=str(tmp_path / "w"), beta=1.0, alpha_max=0.0, use_cpu=True, max_steps=1)
@@ -190,8 +190,8 @@ def test_wrpo_with_alpha_zero_equals_trl_dpo(tiny_llama_dir, tok, tmp_path):
 def test_mrpo_with_identical_references_equals_trl_dpo(tiny_llama_dir, other_ref_dir, tok, tmp_path):
     from datasets import Dataset
 
-    from reference_method.preference.mrpo_config import MRPOConfig
-    from reference_method.preference.mrpo_trainer import (REF_CHOSEN, REF_REJECTED, MRPOTrainer,
+    from consistbench.reference_method.preference.mrpo_config import MRPOConfig
+    from consistbench.reference_method.preference.mrpo_trainer import (REF_CHOSEN, REF_REJECTED, MRPOTrainer,
                                                           precompute_reference_logps)
 
     cols, _ = tokenize_rows(pref_rows(), tok, completions=("chosen", "rejected"), max_length=None)
@@ -313,7 +313,7 @@ def test_bad_input_is_refused(tiny_llama_dir, tmp_path, capsys):
 # preference data
 
 def _schema_rows(split: str = "train") -> list:
-    from benchmark.schema import parse_row
+    from consistbench.benchmark.schema import parse_row
 
     out = []
     for i, (q, c, good, _bad, _src) in enumerate(QA[:2]):
@@ -325,7 +325,7 @@ def _schema_rows(split: str = "train") -> list:
 
 
 def test_preference_pairs_are_formed_by_score(monkeypatch, tmp_path):
-    from reference_method.preference import data
+    from consistbench.reference_method.preference import data
 
     rows = _schema_rows()
     # scripted answers: [greedy, samples...] per query, in row order (g0 orig, g0 howto, g1 orig, g1 howto)
@@ -348,7 +348,7 @@ def test_preference_pairs_are_formed_by_score(monkeypatch, tmp_path):
     assert r["target_anchor"] == "Use list.copy()."  # the target's greedy answer to the original
     assert r["source_chosen"] == "Use list.copy()." and r["source_anchor"] == "Call list.copy()."
     assert r["chosen_score"] > r["rejected_score"]
-    from benchmark.metrics import rouge_l
+    from consistbench.benchmark.metrics import rouge_l
 
     expected = 0.5 * rouge_l(r["chosen"], r["reference"]) + 0.5 * rouge_l(r["chosen"], r["target_anchor"])
     assert r["chosen_score"] == pytest.approx(expected)
@@ -363,7 +363,7 @@ def test_preference_pairs_are_formed_by_score(monkeypatch, tmp_path):
 def test_prefs_cli_on_tiny_model_writes_loadable_file(tiny_llama_dir, other_ref_dir, tmp_path, monkeypatch):
     from datasets import load_dataset
 
-    from reference_method.preference import data
+    from consistbench.reference_method.preference import data
 
     rows = [r.to_json() for r in _schema_rows()]
     src = tmp_path / "train.jsonl"
@@ -394,7 +394,7 @@ def test_prefs_cli_on_tiny_model_writes_loadable_file(tiny_llama_dir, other_ref_
 
 
 def test_prefs_refuses_heldout_and_other_splits(tiny_llama_dir, tmp_path):
-    from reference_method.preference.data import select_rows
+    from consistbench.reference_method.preference.data import select_rows
 
     rows = _schema_rows()
     with pytest.raises(ConsistbenchError, match="train split only"):

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.cli import main
-from benchmark.errors import ConsistbenchError
-from reference_method import reproduce
-from reference_method.reproduce import PRESETS, SPECIALISED, TABLE_METRICS, Run, training_runs
+from consistbench.benchmark.cli import main
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method import reproduce
+from consistbench.reference_method.reproduce import PRESETS, SPECIALISED, TABLE_METRICS, Run, training_runs
 
 TASK = "consistency_mini"
 
@@ -41,7 +41,7 @@ def tiny_preset(model: Path) -> reproduce.Preset:
 
 @pytest.fixture(scope="module")
 def fixed_llama(tiny_llama_dir, tmp_path_factory) -> Path:
-    from reference_method.doctor import fix
+    from consistbench.reference_method.doctor import fix
 
     out = tmp_path_factory.mktemp("fixed") / "model"
     fix(tiny_llama_dir, out)
@@ -94,7 +94,7 @@ def test_missing_results_is_a_clear_error(tmp_path, fixed_llama):
 
 @pytest.mark.slow
 def test_pipeline_end_to_end_and_resume_skips_finished_stages(tmp_path, fixed_llama, monkeypatch):
-    from benchmark import evaluate
+    from consistbench.benchmark import evaluate
 
     evaluated = []
 
@@ -134,7 +134,7 @@ def test_pipeline_end_to_end_and_resume_skips_finished_stages(tmp_path, fixed_ll
     def refuse(*a, **k):
         raise AssertionError("a finished stage ran again")
 
-    import reference_method.train as train_mod
+    import consistbench.reference_method.train as train_mod
     monkeypatch.setattr(train_mod, "train", refuse)
     monkeypatch.setattr(evaluate, "run_eval", refuse)
     stamp = (run.model_dir("merged") / "model.safetensors").stat().st_mtime_ns

@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from benchmark.errors import ConsistbenchError
-from benchmark.retrieval import Corpus, make_retriever
-from benchmark.retrieval.base import MANIFEST, index_dir
-from benchmark.retrieval.hybrid import RRF_K, rrf
-from benchmark.retrieval.metrics import jaccard, pair_results, rbo, summarise
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.retrieval import Corpus, make_retriever
+from consistbench.benchmark.retrieval.base import MANIFEST, index_dir
+from consistbench.benchmark.retrieval.hybrid import RRF_K, rrf
+from consistbench.benchmark.retrieval.metrics import jaccard, pair_results, rbo, summarise
 
 PASSAGES = [
     ("copy.html#shallow", "Shallow copies: copy.copy(x) returns a shallow copy of a list or dictionary."),

@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 
-from benchmark.cli import main
-from benchmark.retrieval import Corpus
-from benchmark.retrieval.decompose import decompose, read_samples
-from benchmark.retrieval.e2e import RETRIEVAL_DIR, SEPARATOR, RetrievalVersionError, build
+from consistbench.benchmark.cli import main
+from consistbench.benchmark.retrieval import Corpus
+from consistbench.benchmark.retrieval.decompose import decompose, read_samples
+from consistbench.benchmark.retrieval.e2e import RETRIEVAL_DIR, SEPARATOR, RetrievalVersionError, build
 from tests.conftest import make_row, write_jsonl
 from tests.test_retrieval import PASSAGES
 
@@ -40,7 +40,7 @@ def built(tmp_path):
 
 
 def _load(data, **kw):
-    from tasks.consistency import utils
+    from consistbench.tasks.consistency import utils
 
     return utils.load(data_dir=str(data), **kw)["test"]
 
@@ -106,7 +106,7 @@ def test_shipped_e2e_files_match_the_shipped_test_data():
     """The committed precomputed retrieval belongs to the committed test split (else rebuild it)."""
     import yaml
 
-    from tasks.consistency import utils
+    from consistbench.tasks.consistency import utils
 
     manifest = json.loads((RETRIEVAL_DIR / "manifest.json").read_text())
     template = (RETRIEVAL_DIR.parents[1] / "_default_template_yaml").read_text()
@@ -122,7 +122,7 @@ def test_shipped_e2e_files_match_the_shipped_test_data():
 
 
 def test_lm_eval_sees_the_e2e_tasks():
-    from benchmark.evaluate import task_manager
+    from consistbench.benchmark.evaluate import task_manager
 
     names = set(task_manager().all_tasks)
     for r in ("bm25", "dense", "hybrid"):

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from benchmark.cli import main
-from benchmark.errors import DataError
-from benchmark.schema import data_checksum, load_data, load_responses
+from consistbench.benchmark.cli import main
+from consistbench.benchmark.errors import DataError
+from consistbench.benchmark.schema import data_checksum, load_data, load_responses
 from tests.conftest import make_row, write_jsonl
 
 

@@ -2,7 +2,7 @@
 
 import json
 
-from benchmark.cli import main
+from consistbench.benchmark.cli import main
 
 
 def test_score_prints_table_and_writes_json(responses_file, tmp_path, capsys):
@@ -37,7 +37,7 @@ def test_shipped_example_responses_score(tmp_path, capsys):
     import json
     from pathlib import Path
 
-    from benchmark import cli
+    from consistbench.benchmark import cli
 
     example = Path(__file__).resolve().parents[1] / "tasks/consistency/examples/responses_smollm2_mini.jsonl"
     out = tmp_path / "r.json"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.cli import main
-from benchmark.errors import ConsistbenchError
-from benchmark.schema import load_data
-from reference_method.synth import SYNTH_COLUMNS, synthesize, synthesize_file
+from consistbench.benchmark.cli import main
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.schema import load_data
+from consistbench.reference_method.synth import SYNTH_COLUMNS, synthesize, synthesize_file
 
 QUESTIONS = {
     "g0": ("How do I copy a list?", "Use list.copy().", "doc.html#copy"),
@@ -94,7 +94,7 @@ def test_synth_writes_filtered_variants_with_provenance(files, tmp_path):
 
 
 def test_duplicates_across_types_and_groups_are_dropped(files, monkeypatch):
-    from benchmark.variants import generate
+    from consistbench.benchmark.variants import generate
 
     train, dev, test = files
     rows = load_data(train)[:2]

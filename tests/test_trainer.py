@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.cli import main
-from benchmark.errors import ConsistbenchError
-from benchmark.prompting import prompt_text
-from reference_method.collator import IGNORE_INDEX, CompletionCollator, encode_row
-from reference_method.consistency_config import ConsistencyConfig
-from reference_method.consistency_trainer import ConsistencyTrainer, pool, triplet_loss
-from reference_method.train import latest_checkpoint, train
-from reference_method.triplets import MiningConfig
+from consistbench.benchmark.cli import main
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.prompting import prompt_text
+from consistbench.reference_method.collator import IGNORE_INDEX, CompletionCollator, encode_row
+from consistbench.reference_method.consistency_config import ConsistencyConfig
+from consistbench.reference_method.consistency_trainer import ConsistencyTrainer, pool, triplet_loss
+from consistbench.reference_method.train import latest_checkpoint, train
+from consistbench.reference_method.triplets import MiningConfig
 
 QUESTIONS = [
     ("How do I copy a list?", "Use list.copy() or slicing.",
@@ -49,7 +49,7 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture(scope="module")
 def fixed_llama(tiny_llama_dir, tmp_path_factory) -> Path:
     """The tiny Llama after `consistbench doctor --fix` (distinct pad token)."""
-    from reference_method.doctor import fix
+    from consistbench.reference_method.doctor import fix
 
     out = tmp_path_factory.mktemp("fixed") / "model"
     fix(tiny_llama_dir, out)
@@ -323,7 +323,7 @@ def test_lora_adapters_are_merged_into_a_plain_model(fixed_llama, synth_file, tm
 
 
 def test_cli_train_writes_a_complete_model_that_passes_the_doctor(fixed_llama, synth_file, tmp_path, capsys):
-    from reference_method.doctor import check
+    from consistbench.reference_method.doctor import check
 
     out = tmp_path / "how_to"
     rc = main(["ref", "train", "--variant-type", "how_to", "--data", str(synth_file), "--output-dir", str(out),

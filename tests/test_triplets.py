@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.errors import ConsistbenchError
-from benchmark.schema import parse_row
-from reference_method.triplets import MiningConfig, mine_triplets, select_rows
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.schema import parse_row
+from consistbench.reference_method.triplets import MiningConfig, mine_triplets, select_rows
 
 
 def row(gid: str, vtype: str, question: str, reference: str = None, n: int = 1):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.variants import how_to, plural_article
+from consistbench.benchmark.variants import how_to, plural_article
 
 PROBES = Path(__file__).parent / "data" / "variant_probes.jsonl"
 KINDS = {"pluralize", "singularize", "indefinite_article", "how_to_parse", "how_to_variant",

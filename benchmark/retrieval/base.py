@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from benchmark.errors import ConsistbenchError
-from benchmark.paths import cache_dir
-from benchmark.retrieval.passages import Corpus
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.paths import cache_dir
+from consistbench.benchmark.retrieval.passages import Corpus
 
 MANIFEST = "manifest.json"
 INDEX_FORMAT = 1
@@ -99,7 +99,7 @@ def cached_index(config: dict, corpus: Corpus, build, load, *, root: Path | None
     ``build(tmp_dir)`` writes the index files into ``tmp_dir``; ``load(dir)`` reads them.
     The manifest is written last, so a directory without one is never trusted.
     """
-    from benchmark.fileio import atomic_path
+    from consistbench.benchmark.fileio import atomic_path
 
     target = index_dir(config, root)
     manifest = read_manifest(target)

@@ -12,8 +12,8 @@ import functools
 
 import numpy as np
 
-from benchmark.retrieval.base import Hit, Retriever, cached_index
-from benchmark.retrieval.passages import Corpus
+from consistbench.benchmark.retrieval.base import Hit, Retriever, cached_index
+from consistbench.benchmark.retrieval.passages import Corpus
 
 
 @functools.lru_cache(maxsize=1)

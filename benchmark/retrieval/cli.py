@@ -1,4 +1,4 @@
-"""``consistbench retrieval ...``: eval, build, decompose, search (loaded by ``benchmark.cli``)."""
+"""``consistbench retrieval ...``: eval, build, decompose, search (loaded by ``consistbench.benchmark.cli``)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmark.cli import register
-from benchmark.errors import ConsistbenchError
+from consistbench.benchmark.cli import register
+from consistbench.benchmark.errors import ConsistbenchError
 
 DEFAULT_OUT = Path("out") / "retrieval"
 
 
 def _corpus(args):
-    from benchmark.retrieval.passages import load_corpus
+    from consistbench.benchmark.retrieval.passages import load_corpus
 
     return load_corpus(args.corpus) if getattr(args, "corpus", None) else None
 
@@ -25,10 +25,10 @@ def _threshold(args):
 def cmd_eval(args) -> int:
     from rich.console import Console
 
-    from benchmark.fileio import write_json
-    from benchmark.retrieval import make_retriever
-    from benchmark.retrieval.evaluate import data_file, evaluate, result_table, rows_table
-    from benchmark.schema import load_data
+    from consistbench.benchmark.fileio import write_json
+    from consistbench.benchmark.retrieval import make_retriever
+    from consistbench.benchmark.retrieval.evaluate import data_file, evaluate, result_table, rows_table
+    from consistbench.benchmark.schema import load_data
 
     path = Path(args.data) if args.data else data_file(args.split)
     rows = load_data(path)
@@ -50,8 +50,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from benchmark.retrieval import RETRIEVERS
-    from benchmark.retrieval.e2e import build
+    from consistbench.benchmark.retrieval import RETRIEVERS
+    from consistbench.benchmark.retrieval.e2e import build
 
     names = [n.strip() for n in args.retrievers.split(",") if n.strip()]
     bad = [n for n in names if n not in RETRIEVERS]
@@ -70,8 +70,8 @@ def cmd_build(args) -> int:
 def cmd_decompose(args) -> int:
     from rich.console import Console
 
-    from benchmark.fileio import write_json, write_text
-    from benchmark.retrieval.decompose import chart, decompose, markdown, read_samples, table
+    from consistbench.benchmark.fileio import write_json, write_text
+    from consistbench.benchmark.retrieval.decompose import chart, decompose, markdown, read_samples, table
 
     out_dir = Path(args.output_dir)
     suffix = "_mini" if args.subset == "mini" else ""
@@ -82,7 +82,7 @@ def cmd_decompose(args) -> int:
             raise ConsistbenchError("give both --gold-samples and --retrieved-samples, or neither to run the model")
         gold_path, retr_path = Path(args.gold_samples), Path(args.retrieved_samples)
     else:
-        from benchmark.evaluate import EvalOptions, run_eval
+        from consistbench.benchmark.evaluate import EvalOptions, run_eval
 
         run = run_eval(EvalOptions(model=args.model, model_args=args.model_args, tasks=(gold_task, e2e_task),
                                    output_path=str(out_dir / "runs"), batch_size=args.batch_size,
@@ -118,7 +118,7 @@ def cmd_search(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from benchmark.retrieval import make_retriever
+    from consistbench.benchmark.retrieval import make_retriever
 
     retriever = make_retriever(args.retriever, _corpus(args), threshold=_threshold(args), model=args.model)
     results = retriever.search(args.queries, args.k)
@@ -139,7 +139,7 @@ def cmd_search(args) -> int:
 
 
 def _common(p: argparse.ArgumentParser, *, retriever_default: str | None = "bm25") -> None:
-    from benchmark.retrieval import RETRIEVERS
+    from consistbench.benchmark.retrieval import RETRIEVERS
 
     p.add_argument("--retriever", default=retriever_default, choices=RETRIEVERS)
     p.add_argument("--model", default=None,
@@ -152,7 +152,7 @@ def _common(p: argparse.ArgumentParser, *, retriever_default: str | None = "bm25
 
 @register
 def _add(sub: argparse._SubParsersAction) -> None:
-    from benchmark.retrieval.metrics import RBO_P
+    from consistbench.benchmark.retrieval.metrics import RBO_P
 
     group = sub.add_parser("retrieval", help="retrievers, retrieval consistency, end-to-end tasks, decomposition")
     rsub = group.add_subparsers(dest="retrieval_command", required=True, metavar="ACTION")

@@ -25,15 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.errors import ConsistbenchError
-from benchmark.variants import VARIANT_TYPES
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.variants import VARIANT_TYPES
 
 CELLS = ("retrieval_only", "both", "generator_only")
 
 
 def read_samples(path: str | Path) -> dict[str, dict]:
     """Doc id -> {group_id, variant_type, response, reference, retrieved_ids} from an lm-eval samples JSONL."""
-    from benchmark.fileio import read_jsonl
+    from consistbench.benchmark.fileio import read_jsonl
 
     out = {}
     for obj in read_jsonl(path):
@@ -52,7 +52,7 @@ def read_samples(path: str | Path) -> dict[str, dict]:
 
 def _pairs(samples: dict[str, dict]):
     """(variant id, variant_type, original doc, variant doc) for every pair, via benchmark.metrics pairing."""
-    from benchmark.metrics import Scored, pair_by_group
+    from consistbench.benchmark.metrics import Scored, pair_by_group
 
     # pair_by_group returns responses only; ask it for ids by passing the id as the response
     scored = [Scored(i, s["group_id"], s["variant_type"], i) for i, s in samples.items()]
@@ -61,7 +61,7 @@ def _pairs(samples: dict[str, dict]):
 
 def decompose(gold: dict[str, dict], retrieved: dict[str, dict], rs_threshold: float | None = None,
               by: str = "rs", compute_bs: bool = True) -> dict:
-    from benchmark import metrics as M
+    from consistbench.benchmark import metrics as M
 
     if by not in ("rs", "em"):
         raise ConsistbenchError(f"--by must be rs or em, got {by!r}")
@@ -107,13 +107,13 @@ def decompose(gold: dict[str, dict], retrieved: dict[str, dict], rs_threshold: f
 
 
 def _jaccard(a, b) -> float:
-    from benchmark.retrieval.metrics import jaccard
+    from consistbench.benchmark.retrieval.metrics import jaccard
 
     return jaccard(a, b)
 
 
 def _accuracy(samples: dict[str, dict]) -> float:
-    from benchmark import metrics as M
+    from consistbench.benchmark import metrics as M
 
     vals = M.rouge_l_many((s["response"], s["reference"]) for s in samples.values())
     return float(vals.mean()) if len(vals) else float("nan")
@@ -181,7 +181,7 @@ def chart(report: dict, path: str | Path, title: str = "decomposition") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from benchmark.fileio import atomic_path
+    from consistbench.benchmark.fileio import atomic_path
 
     labels = list(report["summary"])
     s = report["summary"]

@@ -1,6 +1,6 @@
 """Dense retrieval: sentence-transformers embeddings, cosine similarity by one matrix product.
 
-The default encoder is the embedded all-MiniLM-L6-v2 (``benchmark.embedded``); any
+The default encoder is the embedded all-MiniLM-L6-v2 (``consistbench.benchmark.embedded``); any
 sentence-transformers model name or folder works (``model=``). Passage embeddings are
 L2-normalised float32, stored as safetensors, so a query's scores against the whole corpus are
 one ``(n_queries, d) @ (d, n_passages)`` product and the top-k an ``argpartition``. Exact search
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmark.retrieval.base import Hit, Retriever, cached_index
-from benchmark.retrieval.passages import Corpus
+from consistbench.benchmark.retrieval.base import Hit, Retriever, cached_index
+from consistbench.benchmark.retrieval.passages import Corpus
 
 EMBEDDED = "embedded:all-MiniLM-L6-v2"
 
@@ -42,7 +42,7 @@ class DenseRetriever(Retriever):
                 "similarity": "cosine (dot product of normalised embeddings)"}
 
     def encode(self, texts: list[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
-        from benchmark.embedded import sentence_encoder
+        from consistbench.benchmark.embedded import sentence_encoder
 
         enc = sentence_encoder(self.model)
         return np.asarray(enc.encode(texts, batch_size=batch_size or self.batch_size, normalize_embeddings=True,

@@ -27,8 +27,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmark.errors import ConsistbenchError
-from benchmark.paths import REPO_ROOT
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.paths import REPO_ROOT
 
 DATA_DIR = REPO_ROOT / "tasks" / "consistency" / "data"
 RETRIEVAL_DIR = DATA_DIR / "retrieval"
@@ -61,9 +61,9 @@ def build(retrievers: Sequence[str] = ("bm25", "dense", "hybrid"), k: int = DEFA
     """Retrieve for every row of the test split with each retriever; write the files atomically."""
     from rich.progress import Progress
 
-    from benchmark.fileio import atomic_path
-    from benchmark.retrieval import docs_corpus, make_retriever
-    from benchmark.schema import data_checksum, load_data
+    from consistbench.benchmark.fileio import atomic_path
+    from consistbench.benchmark.retrieval import docs_corpus, make_retriever
+    from consistbench.benchmark.schema import data_checksum, load_data
 
     out_dir = Path(out_dir) if out_dir else RETRIEVAL_DIR
     data_path = Path(data_path) if data_path else DATA_DIR / "test.jsonl"

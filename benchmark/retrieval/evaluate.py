@@ -1,7 +1,7 @@
 """``consistbench retrieval eval``: retrieval consistency of one retriever over a data split.
 
 Every question of the split (originals and variants) is sent to the retriever in batches; each
-(original, variant) pair is then scored by :mod:`benchmark.retrieval.metrics`. The result JSON
+(original, variant) pair is then scored by :mod:`consistbench.benchmark.retrieval.metrics`. The result JSON
 holds the retriever and corpus description, the summary per variant type, row-level recall and
 MRR, and every pair's rankings (to see which variants moved the retrieval).
 """
@@ -12,8 +12,8 @@ import math
 import time
 from pathlib import Path
 
-from benchmark.errors import ConsistbenchError
-from benchmark.retrieval.metrics import RBO_P, pair_results, summarise
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.retrieval.metrics import RBO_P, pair_results, summarise
 
 SPLITS = ("train", "dev", "test")
 ORDER = ("overall", "how_to", "plural_article", "paraphrase")
@@ -25,7 +25,7 @@ def _subsets(summary: dict):
 
 
 def data_file(split: str) -> Path:
-    from benchmark.retrieval.e2e import DATA_DIR
+    from consistbench.benchmark.retrieval.e2e import DATA_DIR
 
     if split not in SPLITS:
         raise ConsistbenchError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
@@ -50,7 +50,7 @@ def retrieve_all(retriever, questions: list[str], k: int, batch_size: int = 256,
 
 
 def evaluate(retriever, rows, k: int, rbo_p: float = RBO_P, data_path: str | None = None) -> dict:
-    from benchmark.schema import data_checksum
+    from consistbench.benchmark.schema import data_checksum
 
     if k < 1:
         raise ConsistbenchError(f"--k must be at least 1, got {k}")

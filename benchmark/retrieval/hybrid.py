@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from benchmark.retrieval.base import Hit, Retriever
-from benchmark.retrieval.bm25 import BM25Retriever
-from benchmark.retrieval.dense import DenseRetriever
-from benchmark.retrieval.passages import Corpus
+from consistbench.benchmark.retrieval.base import Hit, Retriever
+from consistbench.benchmark.retrieval.bm25 import BM25Retriever
+from consistbench.benchmark.retrieval.dense import DenseRetriever
+from consistbench.benchmark.retrieval.passages import Corpus
 
 RRF_K = 60
 

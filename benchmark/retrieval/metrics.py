@@ -16,7 +16,7 @@ for the original and for the variant:
 - ``same_top1``: the first passage is the same (what a k = 1 pipeline would see);
 - ``identical``: the same passages in the same order (the generator sees the same context).
 
-Pairs are made by ``benchmark.metrics.pair_by_group`` (by ``group_id``, never by position).
+Pairs are made by ``consistbench.benchmark.metrics.pair_by_group`` (by ``group_id``, never by position).
 RBO is written here because no maintained package in this environment implements it.
 """
 
@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from benchmark.errors import ConsistbenchError
-from benchmark.variants import ALL_TYPES, VARIANT_TYPES
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
 
 RBO_P = 0.8
 PAIR_METRICS = ("jaccard", "rbo", "recall_original", "recall_variant", "same_top1", "identical")
@@ -96,7 +96,7 @@ class PairResult:
 def pair_results(rows: Sequence, retrieved: Mapping[str, Sequence[str]], p: float = RBO_P) -> list[PairResult]:
     """Score every (original, variant) pair of ``rows`` (schema rows or dicts with id, group_id,
     variant_type, passage_id); ``retrieved`` maps a row id to its ranked passage ids."""
-    from benchmark.metrics import Scored, pair_by_group
+    from consistbench.benchmark.metrics import Scored, pair_by_group
 
     def get(row, name):
         return row[name] if isinstance(row, Mapping) else getattr(row, name)

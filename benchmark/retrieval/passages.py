@@ -1,7 +1,7 @@
 """The corpus a retriever searches: passage ids and texts, with a checksum that versions indexes.
 
 :func:`docs_corpus` is the shipped corpus (the Python 3.11 documentation, see
-``benchmark.corpus``). Parsing its HTML takes ~30 s of CPU, so the parsed passages are kept as
+``consistbench.benchmark.corpus``). Parsing its HTML takes ~30 s of CPU, so the parsed passages are kept as
 JSONL in the cache, keyed by the documentation package version and the parser's source: a new
 package or a changed parser gives a new file. Any other list of passages works too
 (:meth:`Corpus.from_records`), which is how the tests use a tiny corpus.
@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.errors import ConsistbenchError
-from benchmark.paths import cache_dir
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.paths import cache_dir
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Corpus:
 
 
 def _parser_key() -> str:
-    from benchmark import corpus
+    from consistbench.benchmark import corpus
 
     source = Path(corpus.__file__).read_bytes()
     return f"{corpus.installed_version() or 'unknown'}-{hashlib.sha256(source).hexdigest()[:12]}"
@@ -77,8 +77,8 @@ def _parser_key() -> str:
 @functools.lru_cache(maxsize=1)
 def docs_corpus() -> Corpus:
     """The shipped passage corpus (parsed once, then read from the cache in well under a second)."""
-    from benchmark import corpus
-    from benchmark.fileio import read_jsonl, write_jsonl
+    from consistbench.benchmark import corpus
+    from consistbench.benchmark.fileio import read_jsonl, write_jsonl
 
     html = corpus.html_dir()
     if not html.is_dir():
@@ -101,7 +101,7 @@ def load_corpus(path: str | Path | None = None) -> Corpus:
     """A JSONL of ``{"passage_id", "text"}`` objects, or the shipped corpus when ``path`` is None."""
     if path is None:
         return docs_corpus()
-    from benchmark.fileio import read_jsonl
+    from consistbench.benchmark.fileio import read_jsonl
 
     recs = read_jsonl(path)
     for rec in recs:

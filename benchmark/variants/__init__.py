@@ -3,9 +3,9 @@
 Each module defines one variant type once: the rule used to *generate* variants and the
 predicate used to *audit* that a given pair is a variant of that type.
 
-- :mod:`benchmark.variants.how_to`: rewrites among "How do I X?", "How to X", ... forms.
-- :mod:`benchmark.variants.plural_article`: noun number and a/an/the swaps.
-- :mod:`benchmark.variants.paraphrase`: pluggable paraphrasers (local LM, HTTP endpoint, WordNet).
+- :mod:`consistbench.benchmark.variants.how_to`: rewrites among "How do I X?", "How to X", ... forms.
+- :mod:`consistbench.benchmark.variants.plural_article`: noun number and a/an/the swaps.
+- :mod:`consistbench.benchmark.variants.paraphrase`: pluggable paraphrasers (local LM, HTTP endpoint, WordNet).
 """
 
 VARIANT_TYPES = ("how_to", "plural_article", "paraphrase")

@@ -1,7 +1,7 @@
 """Generate filtered, deterministic variants of many questions at once.
 
 Every proposal from a generator passes the same rules the audit applies to shipped data
-(:func:`benchmark.audit_rules.check_variant`): not empty, different from the original, a real
+(:func:`consistbench.benchmark.audit_rules.check_variant`): not empty, different from the original, a real
 variant of its type, and for every type the meaning kept (embedded MiniLM cosine of at least
 :data:`VARIANT_MIN_COSINE`). Results depend only on the questions, the settings and the seed.
 """
@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from benchmark.audit_rules import PARAPHRASE_MIN_COSINE, check_variant
-from benchmark.errors import ConsistbenchError
-from benchmark.text import normalise_question
-from benchmark.variants import VARIANT_TYPES, how_to, plural_article
-from benchmark.variants.paraphrase import Paraphraser
+from consistbench.benchmark.audit_rules import PARAPHRASE_MIN_COSINE, check_variant
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.text import normalise_question
+from consistbench.benchmark.variants import VARIANT_TYPES, how_to, plural_article
+from consistbench.benchmark.variants.paraphrase import Paraphraser
 
 # The meaning-kept threshold for generated variants of every type (same as the audit's).
 VARIANT_MIN_COSINE = PARAPHRASE_MIN_COSINE
@@ -60,7 +60,7 @@ def generate_variants(questions: Sequence[str], types: Sequence[str] = VARIANT_T
         if progress:
             progress(kind, len(questions))
     # Score meaning preservation for every distinct (original, candidate) in one encoder pass.
-    from benchmark.embedded import encode
+    from consistbench.benchmark.embedded import encode
 
     flat = sorted({(questions[i], c) for (i, _), cands in proposals.items() for c in cands if c and c.strip()})
     texts = sorted({t for pair in flat for t in pair})

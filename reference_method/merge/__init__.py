@@ -2,7 +2,7 @@
 
 Python API (what ``consistbench merge`` and ``consistbench ref reproduce`` call)::
 
-    from reference_method.merge import MergeConfig, merge, export_mergekit
+    from consistbench.reference_method.merge import MergeConfig, merge, export_mergekit
 
     cfg = MergeConfig.from_yaml("merge.yaml")            # or MergeConfig.from_dict({...}, relative_to=".")
     summary = merge(cfg, "out/merged")                    # checks, streams, writes atomically
@@ -10,7 +10,7 @@ Python API (what ``consistbench merge`` and ``consistbench ref reproduce`` call)
 
 Methods: ``linear``, ``task_arithmetic``, ``ties``, ``dare_ties``, ``dare_linear`` and
 ``consistency`` (reference_method.merge.methods / .consistency); add one with
-:func:`reference_method.merge.registry.merge_method`. See docs/MERGING.md.
+:func:`consistbench.reference_method.merge.registry.merge_method`. See docs/MERGING.md.
 """
 
 import importlib
@@ -22,5 +22,5 @@ __all__ = list(_EXPORTS)
 
 def __getattr__(name):  # lazy, so that `consistbench --help` does not import pydantic and torch
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f"reference_method.merge.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'reference_method.merge' has no attribute {name!r}")
+        return getattr(importlib.import_module(f"consistbench.reference_method.merge.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'consistbench.reference_method.merge' has no attribute {name!r}")

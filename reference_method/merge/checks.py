@@ -3,13 +3,13 @@
 In order, over all models (the first failure is reported, naming the model and the mismatch):
 
 1. files: a folder with ``config.json`` and safetensors weights, every shard the index lists
-   (done by :class:`reference_method.merge.io.LazyModel` when a model is opened);
+   (done by :class:`consistbench.reference_method.merge.io.LazyModel` when a model is opened);
 2. architecture: the same ``model_type``, ``architectures`` and structural config values
    (:data:`STRUCTURE_KEYS`);
 3. vocabulary: the same tokenizer vocabulary (token -> id, added tokens included);
 4. tensor names: the same set of tensors;
 5. shapes: the same shape for every tensor;
-6. tokenizer set-up: part 1's doctor (``reference_method.doctor.check``) must find the same
+6. tokenizer set-up: part 1's doctor (``consistbench.reference_method.doctor.check``) must find the same
    problems in every input as in the base, whose tokenizer the merged model takes (only run
    for inputs whose tokenizer files are not byte-identical to the base's).
 
@@ -23,8 +23,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmark.errors import ConsistbenchError
-from reference_method.merge.io import LazyModel
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method.merge.io import LazyModel
 
 STRUCTURE_KEYS = ("model_type", "architectures", "hidden_size", "intermediate_size", "num_hidden_layers",
                   "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size", "tie_word_embeddings",
@@ -129,19 +129,19 @@ def _same_files(a: Path, b: Path, names: tuple[str, ...]) -> bool:
 
 
 def doctor_hook(ref: LazyModel, others: list[LazyModel]) -> None:
-    """Part 1's tokenizer doctor (``reference_method.doctor.check``) across the inputs.
+    """Part 1's tokenizer doctor (``consistbench.reference_method.doctor.check``) across the inputs.
 
     The merged model gets the base's tokenizer and generation config, so every input must have
     been trained with the same tokenizer set-up: a fine-tune whose doctor findings differ from
     the base's (say its pad token was fixed with ``consistbench doctor --fix`` and the base's
     was not) is an error. Inputs whose tokenizer and generation files are byte-identical to the
     base's are skipped (same findings by construction), so the usual case costs nothing. Does
-    nothing if ``reference_method.doctor`` is absent.
+    nothing if ``consistbench.reference_method.doctor`` is absent.
     """
     try:
-        from reference_method import doctor
+        from consistbench.reference_method import doctor
     except ModuleNotFoundError as exc:
-        if exc.name == "reference_method.doctor":
+        if exc.name == "consistbench.reference_method.doctor":
             return
         raise
     files = tuple(f for f in getattr(doctor, "TOKENIZER_FILES", ("tokenizer.json", "tokenizer_config.json"))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from benchmark.cli import register
-from benchmark.errors import ConsistbenchError
+from consistbench.benchmark.cli import register
+from consistbench.benchmark.errors import ConsistbenchError
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from reference_method.merge import MergeConfig, export_mergekit, merge, registered_methods
+    from consistbench.reference_method.merge import MergeConfig, export_mergekit, merge, registered_methods
 
     if args.list_methods:
         for name, spec in registered_methods().items():

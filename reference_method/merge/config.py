@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from benchmark.errors import ConsistbenchError
+from consistbench.benchmark.errors import ConsistbenchError
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
@@ -145,7 +145,7 @@ class MergeConfig(StrictModel):
 
     def method_spec(self):
         """The registered method (ConsistbenchError naming the known ones if unknown)."""
-        from reference_method.merge.registry import get_method
+        from consistbench.reference_method.merge.registry import get_method
 
         return get_method(self.method)
 

@@ -3,7 +3,7 @@
     theta^l = theta_base^l + sum_k w_k^l * delta_k^l,     delta_k^l = theta_k^l - theta_base^l
 
 with ``w_k^l`` from a weights file written by ``consistbench ref weights``
-(:mod:`reference_method.consistency_weights`). Which weights a tensor gets:
+(:mod:`consistbench.reference_method.consistency_weights`). Which weights a tensor gets:
 
 - a tensor of decoder layer l (``model.layers.<l>.*``): the row of layer l;
 - the token embeddings (and a tied ``lm_head``, which *is* that tensor): the ``embed`` row,
@@ -29,11 +29,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from benchmark.errors import ConsistbenchError
-from reference_method.merge import ops
-from reference_method.merge.methods import mergekit_doc
-from reference_method.merge.plan import tensor_group
-from reference_method.merge.registry import MethodParams, TensorInputs, merge_method
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method.merge import ops
+from consistbench.reference_method.merge.methods import mergekit_doc
+from consistbench.reference_method.merge.plan import tensor_group
+from consistbench.reference_method.merge.registry import MethodParams, TensorInputs, merge_method
 
 
 class ConsistencyParams(MethodParams):
@@ -49,7 +49,7 @@ class ConsistencyParams(MethodParams):
 
 def group_weights(config, params: ConsistencyParams, num_layers: int | None = None) -> dict:
     """``{"embed": [K], "layers": [[K] per layer], "final": [K]}`` in the config's model order."""
-    from reference_method.consistency_weights import load_weights
+    from consistbench.reference_method.consistency_weights import load_weights
 
     doc = load_weights(params.weights_file)
     where = params.weights_file

@@ -29,11 +29,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmark.errors import ConsistbenchError
-from reference_method.merge.config import MergeConfig
-from reference_method.merge.io import FLOAT_DTYPES, StreamingWriter, torch_dtype
-from reference_method.merge.ops import RNG_BLOCK, tensor_seed
-from reference_method.merge.plan import build_plan, tensor_group
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method.merge.config import MergeConfig
+from consistbench.reference_method.merge.io import FLOAT_DTYPES, StreamingWriter, torch_dtype
+from consistbench.reference_method.merge.ops import RNG_BLOCK, tensor_seed
+from consistbench.reference_method.merge.plan import build_plan, tensor_group
 
 # Files copied from the base (config and tokenizer); weights, READMEs and training state are not.
 COPY_FROM_BASE = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -55,9 +55,9 @@ def merge(config: MergeConfig, out_dir: str | Path, *, log: Callable[[str], None
     """
     import torch
 
-    from benchmark.fileio import atomic_path
-    from reference_method.merge.card import write_card
-    from reference_method.merge.registry import TensorInputs
+    from consistbench.benchmark.fileio import atomic_path
+    from consistbench.reference_method.merge.card import write_card
+    from consistbench.reference_method.merge.registry import TensorInputs
 
     log = log or (lambda _m: None)
     t0 = time.perf_counter()
@@ -212,7 +212,7 @@ def export_mergekit(config: MergeConfig, path: str | Path | None = None) -> dict
     finally:
         plan.close()
     if path is not None:
-        from benchmark.fileio import write_text
+        from consistbench.benchmark.fileio import write_text
 
         exact = spec.name in ("linear", "task_arithmetic") or (spec.name == "consistency" and params.sparsify == "none")
         header = (f"# mergekit configuration exported by `consistbench merge --export-mergekit` ({spec.name}).\n"

@@ -25,9 +25,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from benchmark.errors import ConsistbenchError
-from reference_method.merge import ops
-from reference_method.merge.registry import MethodParams, TensorInputs, merge_method
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method.merge import ops
+from consistbench.reference_method.merge.registry import MethodParams, TensorInputs, merge_method
 
 SignMethod = Literal["total", "frequency"]
 

@@ -6,10 +6,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.errors import ConsistbenchError
-from reference_method.merge.checks import check_models
-from reference_method.merge.config import MergeConfig
-from reference_method.merge.io import LazyModel
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method.merge.checks import check_models
+from consistbench.reference_method.merge.config import MergeConfig
+from consistbench.reference_method.merge.io import LazyModel
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 _EMBED = ("embed_tokens", "wte.", "word_embeddings", "embed_in")

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from benchmark.errors import ConsistbenchError
+from consistbench.benchmark.errors import ConsistbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from reference_method.merge.config import MergeConfig
-    from reference_method.merge.plan import MergePlan
+    from consistbench.reference_method.merge.config import MergeConfig
+    from consistbench.reference_method.merge.plan import MergePlan
 
 
 class MethodParams(BaseModel):
@@ -111,8 +111,8 @@ def _load_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
-        import reference_method.merge.consistency  # noqa: F401
-        import reference_method.merge.methods  # noqa: F401
+        import consistbench.reference_method.merge.consistency  # noqa: F401
+        import consistbench.reference_method.merge.methods  # noqa: F401
 
 
 def get_method(name: str) -> MergeMethod:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from benchmark.errors import ConsistbenchError
-from reference_method.ref_group import ref_command
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method.ref_group import ref_command
 
 
 def _default_model(path: str | None) -> str:
     if path:
         return path
-    from benchmark.embedded import convert_smollm2
+    from consistbench.benchmark.embedded import convert_smollm2
 
     return str(convert_smollm2())
 
@@ -20,8 +20,8 @@ def cmd_prefs(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from reference_method.preference.data import PrefConfig, build_file
-    from reference_method.synth import default_train_file
+    from consistbench.reference_method.preference.data import PrefConfig, build_file
+    from consistbench.reference_method.synth import default_train_file
 
     cfg = PrefConfig(n_samples=args.n_samples, temperature=args.temperature, top_p=args.top_p,
                      max_new_tokens=args.max_new_tokens, consistency_weight=args.consistency_weight,
@@ -50,7 +50,7 @@ _MRPO = {"clip_epsilon": "clip_epsilon", "weighting": "weighting", "reference_we
 
 
 def build_config(args, method: str):
-    from reference_method.training_cli import _load_yaml
+    from consistbench.reference_method.training_cli import _load_yaml
 
     fields = _load_yaml(args.config)
     for opt, name in {**_COMMON, **(_WRPO if method == "wrpo" else _MRPO)}.items():
@@ -60,9 +60,9 @@ def build_config(args, method: str):
     fields.setdefault("disable_tqdm", not args.progress)
     try:
         if method == "wrpo":
-            from reference_method.preference.wrpo_config import WRPOConfig as Config
+            from consistbench.reference_method.preference.wrpo_config import WRPOConfig as Config
         else:
-            from reference_method.preference.mrpo_config import MRPOConfig as Config
+            from consistbench.reference_method.preference.mrpo_config import MRPOConfig as Config
         return Config(**fields)
     except TypeError as exc:
         raise ConsistbenchError(f"unknown setting: {exc}") from None
@@ -71,7 +71,7 @@ def build_config(args, method: str):
 
 
 def _train(args, method: str) -> int:
-    from reference_method.preference.train import train_preference
+    from consistbench.reference_method.preference.train import train_preference
 
     config = build_config(args, method)
     refs = getattr(args, "reference", None) or []

@@ -1,6 +1,6 @@
 """Tokenizing preference rows exactly like evaluation, and batching chosen / rejected / source rows.
 
-A completion is tokenized as in the reference method's SFT (:func:`reference_method.collator.encode_row`):
+A completion is tokenized as in the reference method's SFT (:func:`consistbench.reference_method.collator.encode_row`):
 the benchmark prompt as the chat template's user turn with the generation prompt (the text
 ``consistbench eval`` feeds the model), then the answer and the tokenizer's eos *id*. TRL's own
 tokenization would add the eos as text and render the assistant turn through the template; ours
@@ -23,7 +23,7 @@ COMPLETIONS = ("chosen", "rejected", "source")
 
 def encode_completion(tokenizer, context: str, question: str, answer: str) -> tuple[list[int], list[int]]:
     """(prompt ids, completion ids) for one answer; completion = template prefix + answer + eos id."""
-    from reference_method.collator import encode_row
+    from consistbench.reference_method.collator import encode_row
 
     enc = encode_row(tokenizer, context, question, answer)
     cut = enc["prompt_length"]

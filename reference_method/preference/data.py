@@ -11,7 +11,7 @@ evaluation generates) and ``n_samples`` sampled ones. The *target* is the model 
 where ``anchor_m(g)`` is the greedy answer of the model ``m`` that produced ``y`` to the group's
 *original* question: the first term rewards accuracy, the second consistency (an answer to a
 variant that agrees with the model's own answer to the original, which is what EM / RS / BS
-measure). ROUGE-L is :func:`benchmark.metrics.rouge_l` (F1, the benchmark's definition), and
+measure). ROUGE-L is :func:`consistbench.benchmark.metrics.rouge_l` (F1, the benchmark's definition), and
 ``lam`` is ``consistency_weight`` (default 0.5: equal weight). For each query:
 
 - ``chosen`` = the target's best candidate, ``rejected`` = the target's worst (the query is
@@ -37,8 +37,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmark.errors import ConsistbenchError
-from benchmark.prompting import MAX_GEN_TOKS, STOP_SEQUENCES
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.prompting import MAX_GEN_TOKS, STOP_SEQUENCES
 
 SCORE_DEFINITION = ("score = (1 - consistency_weight) * ROUGE-L_F1(answer, reference) + consistency_weight * "
                     "ROUGE-L_F1(answer, greedy answer of the same model to the group's original question); "
@@ -132,8 +132,8 @@ def generate_answers(model_dir: str | Path, queries: Sequence[tuple[str, str]], 
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, StoppingCriteriaList
 
-    from reference_method import doctor
-    from reference_method.collator import render_prompt
+    from consistbench.reference_method import doctor
+    from consistbench.reference_method.collator import render_prompt
 
     tok = doctor.load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:
@@ -175,7 +175,7 @@ def generate_answers(model_dir: str | Path, queries: Sequence[tuple[str, str]], 
 
 def score_candidates(candidates: Sequence[str], reference: str, anchor: str, lam: float) -> list[dict]:
     """Score and its two parts for each candidate (see the module docstring)."""
-    from benchmark.metrics import rouge_l
+    from consistbench.benchmark.metrics import rouge_l
 
     out = []
     for y in candidates:
@@ -195,7 +195,7 @@ def _unique(texts: Sequence[str]) -> list[str]:
 
 def select_rows(rows: Sequence, *, limit: int | None, seed: int, holdout: tuple[set[str], set[str]]) -> tuple[list, int]:
     """Train rows of complete groups, held-out passages refused, a seeded sample of ``limit`` groups."""
-    from reference_method.synth import _norm_text
+    from consistbench.reference_method.synth import _norm_text
 
     for r in rows:
         if r.split != "train":
@@ -218,7 +218,7 @@ def build_preferences(rows: Sequence, target: str | Path, sources: Sequence[str 
                       trust_remote_code: bool = False, log: Callable[[str], None] = print
                       ) -> tuple[list[dict], PrefStats]:
     """Preference rows (module docstring) for schema rows ``rows`` (already filtered)."""
-    from benchmark.prompting import prompt_text
+    from consistbench.benchmark.prompting import prompt_text
 
     if not sources:
         raise ConsistbenchError("at least one source model is needed (--source DIR)")
@@ -285,10 +285,10 @@ def build_file(data: str | Path, output: str | Path, target: str | Path, sources
                trust_remote_code: bool = False, log: Callable[[str], None] = print) -> PrefStats:
     """Read ``data`` (benchmark schema, train split), build preferences, write ``output`` and
     ``<output>.meta.json`` atomically."""
-    from benchmark.fileio import write_json, write_jsonl
-    from benchmark.schema import load_data
-    from reference_method.synth import default_holdout_files, load_holdout
-    from reference_method.train import check_architecture, file_sha256
+    from consistbench.benchmark.fileio import write_json, write_jsonl
+    from consistbench.benchmark.schema import load_data
+    from consistbench.reference_method.synth import default_holdout_files, load_holdout
+    from consistbench.reference_method.train import check_architecture, file_sha256
 
     output = Path(output)
     if output.resolve() in {Path(p).resolve() for p in [data, *(holdout or [])]}:
@@ -310,7 +310,7 @@ def build_file(data: str | Path, output: str | Path, target: str | Path, sources
 
 def load_preferences(path: str | Path, *, columns: Sequence[str] = PREFERENCE_COLUMNS) -> list[dict]:
     """Rows of a preference file; a ConsistbenchError names an empty file or a missing column."""
-    from benchmark.fileio import read_jsonl, strip_line_numbers
+    from consistbench.benchmark.fileio import read_jsonl, strip_line_numbers
 
     path = Path(path)
     if not path.is_file():

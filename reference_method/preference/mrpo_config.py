@@ -26,14 +26,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from reference_method.preference.config import PreferenceConfig
+from consistbench.reference_method.preference.config import PreferenceConfig
 
 WEIGHTINGS = ("adaptive", "uniform")
 
 
 @dataclass
 class MRPOConfig(PreferenceConfig):
-    r"""Configuration of :class:`reference_method.preference.mrpo_trainer.MRPOTrainer`.
+    r"""Configuration of :class:`consistbench.reference_method.preference.mrpo_trainer.MRPOTrainer`.
 
     beta (`float`, *optional*, defaults to `0.1`):
         DPO temperature (TRL's and the DPO paper's default; MRPO builds on DPO unchanged here).

@@ -4,7 +4,7 @@ The K references' sequence log-probabilities are columns computed before trainin
 (:func:`precompute_reference_logps`, one model in memory at a time). ``compute_loss`` clips and
 mixes them into ``ref_chosen_logps`` / ``ref_rejected_logps`` (:func:`virtual_reference`) and hands
 the batch to TRL's own DPO loss, so every DPO option and metric of TRL applies unchanged; only the
-reference is replaced. Formulas and defaults: :mod:`reference_method.preference.mrpo_config`.
+reference is replaced. Formulas and defaults: :mod:`consistbench.reference_method.preference.mrpo_config`.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def precompute_reference_logps(columns: dict[str, list], references: Sequence[st
     from transformers import AutoModelForCausalLM
     from trl.trainer.utils import add_fused_lm_head
 
-    from benchmark.errors import ConsistbenchError
-    from reference_method.preference.collator import PreferenceCollator, completion_logps
+    from consistbench.benchmark.errors import ConsistbenchError
+    from consistbench.reference_method.preference.collator import PreferenceCollator, completion_logps
 
     n = len(columns["prompt_ids"])
     examples = [{"prompt_ids": columns["prompt_ids"][i], "chosen_ids": columns["chosen_ids"][i],
@@ -118,7 +118,7 @@ class MRPOTrainer(DPOTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         import torch.nn.functional as F
 
-        from reference_method.preference.collator import completion_logps
+        from consistbench.reference_method.preference.collator import completion_logps
 
         inputs = dict(inputs)
         args = self.args

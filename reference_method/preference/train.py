@@ -1,7 +1,7 @@
 """``consistbench ref wrpo`` / ``ref mrpo``: checks, reference log-probs, training, atomic save.
 
 Before anything is written: the policy (and every MRPO reference) is a decoder-only causal LM
-(:func:`reference_method.train.check_architecture`), the doctor's checks pass (pad == eos refused
+(:func:`consistbench.reference_method.train.check_architecture`), the doctor's checks pass (pad == eos refused
 unless ``allow_pad_eq_eos``), the references share the policy's tokenizer (log-probabilities of
 the same token ids), and the preference file is non-empty with the columns the method needs.
 The final model is written to a temporary directory beside ``output_dir`` and renamed when
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmark.errors import ConsistbenchError
+from consistbench.benchmark.errors import ConsistbenchError
 
 CARD_NAME = "consistbench_train.json"
 CITATIONS = {
@@ -31,8 +31,8 @@ CITATIONS = {
 
 def check_model(model_dir: str | Path, config, *, log: Callable[[str], None] = print) -> list:
     """Architecture and doctor checks of the policy; the doctor's findings."""
-    from reference_method import doctor
-    from reference_method.train import check_architecture
+    from consistbench.reference_method import doctor
+    from consistbench.reference_method.train import check_architecture
 
     check_architecture(model_dir, trust_remote_code=config.trust_remote_code)
     findings = doctor.check(model_dir, trust_remote_code=config.trust_remote_code)
@@ -46,8 +46,8 @@ def check_model(model_dir: str | Path, config, *, log: Callable[[str], None] = p
 
 def check_reference(ref_dir: str | Path, tokenizer, *, trust_remote_code: bool = False) -> None:
     """A reference must be a causal LM with the policy's vocabulary."""
-    from reference_method import doctor
-    from reference_method.train import check_architecture
+    from consistbench.reference_method import doctor
+    from consistbench.reference_method.train import check_architecture
 
     config = check_architecture(ref_dir, trust_remote_code=trust_remote_code)
     ref_tok = doctor.load_tokenizer(ref_dir, trust_remote_code=trust_remote_code)
@@ -69,10 +69,10 @@ def train_preference(method: str, model_dir: str | Path, data: str | Path, outpu
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, set_seed
 
-    from reference_method import doctor
-    from reference_method.preference.collator import PreferenceCollator, tokenize_rows
-    from reference_method.preference.data import PREFERENCE_COLUMNS, WRPO_COLUMNS, load_preferences
-    from reference_method.train import file_sha256
+    from consistbench.reference_method import doctor
+    from consistbench.reference_method.preference.collator import PreferenceCollator, tokenize_rows
+    from consistbench.reference_method.preference.data import PREFERENCE_COLUMNS, WRPO_COLUMNS, load_preferences
+    from consistbench.reference_method.train import file_sha256
 
     if method not in ("wrpo", "mrpo"):
         raise ValueError(method)
@@ -98,7 +98,7 @@ def train_preference(method: str, model_dir: str | Path, data: str | Path, outpu
         + (f" ({dropped} dropped: longer than {config.max_length} tokens)" if dropped else ""))
     all_refs = [model_dir, *[Path(r) for r in references]]
     if method == "mrpo":
-        from reference_method.preference.mrpo_trainer import REF_CHOSEN, REF_REJECTED, precompute_reference_logps
+        from consistbench.reference_method.preference.mrpo_trainer import REF_CHOSEN, REF_REJECTED, precompute_reference_logps
 
         started = time.perf_counter()
         chosen, rejected = precompute_reference_logps(
@@ -118,9 +118,9 @@ def train_preference(method: str, model_dir: str | Path, data: str | Path, outpu
     except Exception as exc:
         raise ConsistbenchError(f"{model_dir}: cannot load the model ({type(exc).__name__}: {str(exc)[:200]})") from None
     if method == "wrpo":
-        from reference_method.preference.wrpo_trainer import WRPOTrainer as Trainer
+        from consistbench.reference_method.preference.wrpo_trainer import WRPOTrainer as Trainer
     else:
-        from reference_method.preference.mrpo_trainer import MRPOTrainer as Trainer
+        from consistbench.reference_method.preference.mrpo_trainer import MRPOTrainer as Trainer
     trainer = Trainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                       data_collator=PreferenceCollator(tokenizer.pad_token_id, with_source=method == "wrpo"),
                       peft_config=config.lora_config() if config.use_lora else None, callbacks=list(callbacks or []))
@@ -150,8 +150,8 @@ def train_preference(method: str, model_dir: str | Path, data: str | Path, outpu
 
 def save_model(trainer, tokenizer, output_dir: Path, card: dict, *, model_dir: Path) -> None:
     """Write the trained model (LoRA merged) to ``output_dir`` atomically."""
-    from benchmark.fileio import atomic_path
-    from reference_method import doctor
+    from consistbench.benchmark.fileio import atomic_path
+    from consistbench.reference_method import doctor
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from reference_method.preference.config import PreferenceConfig
+from consistbench.reference_method.preference.config import PreferenceConfig
 
 
 @dataclass
 class WRPOConfig(PreferenceConfig):
-    r"""Configuration of :class:`reference_method.preference.wrpo_trainer.WRPOTrainer`.
+    r"""Configuration of :class:`consistbench.reference_method.preference.wrpo_trainer.WRPOTrainer`.
 
     beta (`float`, *optional*, defaults to `0.01`):
         Temperature of the implicit reward (WRPO paper's setting; TRL's DPO default is 0.1).

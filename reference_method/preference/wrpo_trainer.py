@@ -2,7 +2,7 @@
 
 A batch of B preference rows is 3B sequences in one forward pass: the chosen (best target
 answer ``y_t``), the rejected (worst target answer ``y_l``) and the best source answer ``y_s``
-(:class:`reference_method.preference.collator.PreferenceCollator` with ``with_source=True``).
+(:class:`consistbench.reference_method.preference.collator.PreferenceCollator` with ``with_source=True``).
 Reference log-probabilities of all three are computed once, before training, with the policy's
 initial weights (adapters disabled under LoRA) and stored as the columns ``ref_chosen_logps``,
 ``ref_rejected_logps``, ``ref_source_logps``, so no second model is held in memory.
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from trl import DPOTrainer
 
-from reference_method.preference.collator import completion_logps
+from consistbench.reference_method.preference.collator import completion_logps
 
 
 def fusion_alpha(step: int, total_steps: int, alpha_max: float, warmup_ratio: float = 1.0) -> float:
@@ -47,7 +47,7 @@ class WRPOTrainer(DPOTrainer):
     """``DPOTrainer`` whose loss is WRPO's; ``args`` is a :class:`WRPOConfig`.
 
     The training data must already be tokenized (``prompt_ids``, ``chosen_ids``, ``rejected_ids``,
-    ``source_ids``; see :func:`reference_method.preference.collator.tokenize_rows`).
+    ``source_ids``; see :func:`consistbench.reference_method.preference.collator.tokenize_rows`).
     """
 
     _tag_names = ["trl", "wrpo", "consistbench"]

@@ -1,4 +1,4 @@
-"""lm-eval glue for the consistbench tasks. Metric definitions live in ``benchmark.metrics``.
+"""lm-eval glue for the consistbench tasks. Metric definitions live in ``consistbench.benchmark.metrics``.
 
 - :func:`load` is the tasks' ``custom_dataset``: it reads ``data/test.jsonl`` beside this file
   (so it works from any working directory), checks that its checksum equals the
@@ -9,11 +9,11 @@
   aggregations pair by group, never by position.
 - Aggregations see no task config, so scoring settings come from the environment
   (``CONSISTBENCH_RS_THRESHOLD``, ``CONSISTBENCH_BS_MODEL``, ``CONSISTBENCH_BS_NUM_LAYERS``);
-  defaults are those of ``benchmark.metrics`` and are written into the task metadata.
+  defaults are those of ``consistbench.benchmark.metrics`` and are written into the task metadata.
 - Standard errors: lm-eval fills ``<metric>_stderr`` only for its own aggregations (``mean``,
   ...) and writes ``N/A`` for a custom one. Each metric therefore has a companion metric
   ``<metric>_stderr`` (item: the row id) whose aggregation returns the standard error of the
-  group bootstrap in :mod:`benchmark.intervals`. lm-eval aggregates metrics in the order
+  group bootstrap in :mod:`consistbench.benchmark.intervals`. lm-eval aggregates metrics in the order
   ``process_results`` returns them, so the companion runs after the metric and its value replaces
   the ``N/A`` under the same results key; lm-eval's table shows it in the stderr column.
   Settings: ``CONSISTBENCH_BOOTSTRAP_RESAMPLES`` (default 1000; 0 switches it off) and
@@ -31,21 +31,21 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE.parents[1]) not in sys.path:  # a plain `lm_eval --include_path tasks` from a checkout
     sys.path.insert(0, str(_HERE.parents[1]))
 
-from benchmark import metrics as M  # noqa: E402
-from benchmark.prompting import prompt_text  # noqa: E402
-from benchmark.variants import ALL_TYPES, VARIANT_TYPES  # noqa: E402
+from consistbench.benchmark import metrics as M  # noqa: E402
+from consistbench.benchmark.prompting import prompt_text  # noqa: E402
+from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES  # noqa: E402
 
 DATA_DIR = _HERE / "data"
 
 
 # Raised by :func:`load`; defined in benchmark so that it is one class however lm-eval imports
-# this file (it loads it from its path, not as ``tasks.consistency.utils``).
-from benchmark.errors import DataVersionError  # noqa: E402
+# this file (it loads it from its path, not as ``consistbench.tasks.consistency.utils``).
+from consistbench.benchmark.errors import DataVersionError  # noqa: E402
 
 
 @functools.lru_cache(maxsize=2)
 def _test_rows(path: str):
-    from benchmark.schema import data_checksum, load_data
+    from consistbench.benchmark.schema import data_checksum, load_data
 
     rows = load_data(path)
     return rows, data_checksum(rows)
@@ -58,7 +58,7 @@ def load(data_sha256: str | None = None, subset: str = "all", variant_types: lis
     ``subset="mini"``: the whole groups listed in ``data/mini_groups.txt``.
     ``variant_types``: keep those variant rows plus the originals of groups that have one.
     ``retriever``: end-to-end tasks; each context becomes the top ``retrieval_k`` passages
-    precomputed under ``data/retrieval/`` (``benchmark.retrieval.e2e``).
+    precomputed under ``data/retrieval/`` (``consistbench.benchmark.retrieval.e2e``).
     """
     import datasets
 
@@ -77,7 +77,7 @@ def load(data_sha256: str | None = None, subset: str = "all", variant_types: lis
         rows = [r for r in rows if r.group_id in groups and (r.variant_type == "original" or r.variant_type in variant_types)]
     records = [r.to_json() for r in rows]
     if retriever:
-        from benchmark.retrieval.e2e import apply_retrieval
+        from consistbench.benchmark.retrieval.e2e import apply_retrieval
 
         records = apply_retrieval(records, retriever, retrieval_k, checksum, base / "retrieval")
     for rec in records:  # keep the arrow schema uniform whatever extra fields a row carries
@@ -146,7 +146,7 @@ def _aggregation(name: str):
 
 def intervals_for(items) -> dict | None:
     """Group-bootstrap intervals of every metric for lm-eval items (None when switched off)."""
-    from benchmark import intervals
+    from consistbench.benchmark import intervals
 
     boot = intervals.settings_from_env()
     return None if boot is None else intervals.bootstrap_items(items, settings_from_env(), boot)
