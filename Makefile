@@ -1,6 +1,7 @@
 # consistbench: the two commands a fresh machine needs.
 #   make eval   sets everything up, then scores the embedded SmolLM2 on consistency_mini
-#   make test   sets everything up, then runs the test suite
+#   make test   sets everything up, then runs the test suite (every test)
+#   make test-fast  the same without the slow and browser tests
 # Everything lives in .venv and in the cache ($CONSISTBENCH_CACHE, default ~/.cache/consistbench).
 
 PYTHON ?= python3.11
@@ -10,7 +11,7 @@ STAMP  := $(VENV)/.consistbench-setup
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup eval test browser-deps clean-venv
+.PHONY: setup eval test test-fast browser-deps clean-venv
 
 setup: $(STAMP)
 
@@ -28,6 +29,9 @@ eval: setup
 
 test: setup browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
 # The leaderboard's browser test drives Debian's headless Chromium; installed once, when missing.
 browser-deps:

@@ -9,7 +9,7 @@ responses ship with the repository. Timed, in one process, page cache and encode
 
 - ``metrics``: one ``metrics.compute_all`` over all rows (the peer: what scoring costs once);
 - ``stats``: ``intervals.group_stats``, the per-unit values summed per group (done once);
-- ``bootstrap``: ``intervals.bootstrap`` with ``--resamples`` resamples (the figure issue 10
+- ``bootstrap``: ``intervals.bootstrap`` with ``--resamples`` resamples (the figure the project
   asks to stay under 10 s), and ``stats + bootstrap`` (from responses to intervals);
 - ``naive``: lm-eval's way, recomputing the metrics (without BERTScore) on ``--naive``
   materialised resamples, extrapolated to ``--resamples``.

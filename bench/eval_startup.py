@@ -41,7 +41,7 @@ if which == "lm_eval":
     cli_evaluate()
 else:
     from consistbench.benchmark.cli import main
-    main(["eval", "--model-args", f"pretrained={model},dtype=float32", "--output-path", os.environ["BENCH_OUT"],
+    main(["eval", "--model-args", f"pretrained={model},dtype=float32", "-o", os.environ["BENCH_OUT"],
           "--chat-template", "no"])
 print("no generation happened", file=sys.stderr)
 sys.exit(1)

@@ -22,8 +22,8 @@ is excluded), reads every input file once to warm the page cache, then, in the s
    OpenMP threads made small tensor ops 1000x slower (docs/PERFORMANCE.md).
 
 The parent samples ``/proc/CHILD/status`` every 2 ms and records, per phase, the peak
-``RssAnon`` (judged; DESIGN.md "Measuring") and the peak ``VmRSS`` (reported beside: it also
-counts the memory-mapped input pages the kernel can drop). Targets (issue 6): peak ``RssAnon``
+``RssAnon`` (judged; docs/PERFORMANCE.md, "How memory is measured") and the peak ``VmRSS`` (reported beside: it also
+counts the memory-mapped input pages the kernel can drop). Targets: peak ``RssAnon``
 <= 1.5x one model's size; merge time <= 2x the copy time. Per tool and method: the median of
 the per-run ratios merge/copy (both timed in the same process, moments apart, so the machine's
 load affects both alike), the best times, and the largest peak over ``repeats`` runs.
@@ -152,7 +152,7 @@ def child(tool: str, method: str, chunk_elements: int | None, threads: int = 1) 
 
         from consistbench.reference_method.merge import MergeConfig, merge
         from consistbench.reference_method.merge.ops import merge_utils
-        from consistbench.reference_method.merge.registry import get_method
+        from consistbench.reference_method.merge.catalog import get_method
 
         merge_utils(), get_method(method)  # imports done before timing
         cfg = MergeConfig.from_dict(cfg_dict)

@@ -8,7 +8,7 @@ positive, negative: 3 x batch-size sequences) with the trainer's own collator, a
 training step (``ConsistencyTrainer.compute_loss``, backward, AdamW step) with ``alpha = 1``
 (CE + triplet) and with ``alpha = 0`` (plain SFT: the same sequences, the same CE). The two are
 run alternately after one warm-up step each and compared by their medians, so drift in the
-machine's load hits both. Prints the ratio; issue 5 asks for at most 1.3x. The triplet term
+machine's load hits both. Prints the ratio; the target is at most 1.3x. The triplet term
 reads the hidden states of the same forward pass (``output_hidden_states=True``), so the
 expected overhead is the pooling and three distances, not a second forward pass.
 """

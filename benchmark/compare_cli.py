@@ -7,22 +7,18 @@ settings and compared by a paired bootstrap over their shared groups
 (:func:`consistbench.benchmark.intervals.paired_bootstrap`): for every metric and variant type, the
 difference A - B, its 95% interval, a bootstrap p-value and whether the interval excludes 0.
 
-This module also gives ``consistbench score`` and ``consistbench eval`` the options
-``--n-resamples`` and ``--bootstrap-seed`` (the bootstrap settings, otherwise read from
-``CONSISTBENCH_BOOTSTRAP_RESAMPLES`` / ``CONSISTBENCH_BOOTSTRAP_SEED``).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from consistbench.benchmark.cli import add_score_options, register
+from consistbench.benchmark.cli import add_bootstrap_options, add_json_option, add_score_options, score_settings
 from consistbench.benchmark.errors import ConsistbenchError
 
 DEFAULT_TASK = "consistency"
@@ -45,10 +41,10 @@ class Side:
 
 @functools.lru_cache(maxsize=1)
 def _shipped_test():
-    from consistbench.benchmark.paths import REPO_ROOT
+    from consistbench.benchmark.paths import DATA_DIR
     from consistbench.benchmark.schema import data_checksum, load_data
 
-    path = REPO_ROOT / "tasks" / "consistency" / "data" / "test.jsonl"
+    path = DATA_DIR / "test.jsonl"
     if not path.is_file():
         return {}, ""
     rows = load_data(path)
@@ -258,14 +254,15 @@ def comparison_table(result: dict[str, Any]):
 def cmd_compare(args) -> int:
     from rich.console import Console
 
-    from consistbench.benchmark.cli import _score_settings
     from consistbench.benchmark.fileio import write_json
     from consistbench.benchmark.intervals import BootstrapSettings
 
     a = load_side(args.a, args.task)
     b = load_side(args.b, args.task_b or args.task)
-    boot = BootstrapSettings(n_resamples=args.n_resamples, seed=args.seed, confidence=args.confidence)
-    result = compare(a, b, _score_settings(args), boot)
+    if args.n_resamples < 1:
+        raise ConsistbenchError(f"--n-resamples must be at least 1 for a comparison, got {args.n_resamples}")
+    boot = BootstrapSettings(n_resamples=args.n_resamples, seed=args.bootstrap_seed, confidence=args.confidence)
+    result = compare(a, b, score_settings(args), boot)
     console = Console()
     console.print(comparison_table(result))
     console.print(f"{result['shared_rows']} shared rows; only in A: {result['only_a_rows']}, "
@@ -276,33 +273,7 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def _with_bootstrap_env(func):
-    """Run ``func`` with the bootstrap options exported to the environment, where the scorer and
-    the lm-eval aggregations read them; the previous environment comes back afterwards."""
-    from consistbench.benchmark.intervals import ENV_RESAMPLES, ENV_SEED
-
-    def run(args) -> int:
-        wanted = {ENV_RESAMPLES: args.n_resamples, ENV_SEED: args.bootstrap_seed}
-        saved = {k: os.environ.get(k) for k in wanted}
-        try:
-            for key, value in wanted.items():
-                if value is not None:
-                    os.environ[key] = str(value)
-            return func(args)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
-
-    return run
-
-
-@register
-def add_compare(sub) -> None:
-    from consistbench.benchmark.intervals import N_RESAMPLES, SEED
-
+def register(sub) -> None:
     p = sub.add_parser("compare", help="paired bootstrap: is model A's score different from model B's?",
                        description="Paired bootstrap over the groups both models answered: for every metric and "
                                    "variant type, A, B, the difference A - B, its interval, a p-value and whether "
@@ -313,18 +284,8 @@ def add_compare(sub) -> None:
     p.add_argument("b", help="model B: the same kinds of input, on the same data version")
     p.add_argument("--task", default=None, help=f"lm-eval task to compare (default: the only one, else {DEFAULT_TASK})")
     p.add_argument("--task-b", default=None, help="B's task when it differs from A's (e.g. consistency vs consistency_mini)")
-    p.add_argument("--n-resamples", type=int, default=N_RESAMPLES, help=f"bootstrap resamples (default {N_RESAMPLES})")
-    p.add_argument("--seed", type=int, default=SEED, help=f"bootstrap seed (default {SEED})")
     p.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
-    p.add_argument("--json", help="write the comparison JSON here")
+    add_json_option(p, help="write the comparison JSON to FILE")
     add_score_options(p)
+    add_bootstrap_options(p, allow_off=False)
     p.set_defaults(func=cmd_compare)
-
-    for name in ("score", "eval"):  # the bootstrap settings of their intervals
-        q = sub.choices.get(name)
-        if q is None:
-            continue
-        q.add_argument("--n-resamples", type=int, default=None,
-                       help=f"bootstrap resamples for the 95%% intervals (default {N_RESAMPLES}; 0: no intervals)")
-        q.add_argument("--bootstrap-seed", type=int, default=None, help=f"bootstrap seed (default {SEED})")
-        q.set_defaults(func=_with_bootstrap_env(q.get_default("func")))

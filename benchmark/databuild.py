@@ -30,11 +30,10 @@ from pathlib import Path
 from consistbench.benchmark import corpus
 from consistbench.benchmark.errors import ConsistbenchError, DataError
 from consistbench.benchmark.fileio import read_jsonl, write_json, write_jsonl, write_text
-from consistbench.benchmark.paths import REPO_ROOT
+from consistbench.benchmark.paths import DATA_DIR
 from consistbench.benchmark.schema import SPLITS, data_checksum, group_id_for, row_id_for
 from consistbench.benchmark.variants import VARIANT_TYPES
 
-DATA_DIR = REPO_ROOT / "tasks" / "consistency" / "data"
 AUTHORED_DIR = DATA_DIR / "authored"
 SPLIT_SALT = "consistbench-split-v1"
 # Per-mille thresholds: FAQ questions favour test (they are the most natural questions).

@@ -18,20 +18,22 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from consistbench.benchmark.errors import ConsistbenchError
-from consistbench.benchmark.paths import REPO_ROOT
+from consistbench.benchmark.intervals import BootstrapSettings, bootstrap_metadata
+from consistbench.benchmark.metrics import ScoreSettings
+from consistbench.benchmark.paths import TASKS_DIR
 
-TASKS_ROOT = REPO_ROOT / "tasks"
 DEFAULT_TASKS = ("consistency_mini",)
+LOCAL_MODEL_TYPES = ("hf", "hf-auto", "huggingface", "vllm")  # lm-eval model types that load `pretrained` themselves
 
 
 def tasks_path() -> Path:
     """The directory to pass to ``lm_eval --include_path``."""
-    return TASKS_ROOT
+    return TASKS_DIR
 
 
 def _lm_base():
@@ -113,7 +115,7 @@ class EvalOptions:
     tasks: tuple[str, ...] = DEFAULT_TASKS
     output_path: str = "out"
     batch_size: int | str = 8
-    device: str = "cpu"
+    device: str | None = None  # None: lm-eval's choice (CUDA when present, else CPU)
     seed: int = 1234
     apply_chat_template: bool | None = None  # None: when the tokenizer has one
     limit: int | None = None
@@ -121,6 +123,13 @@ class EvalOptions:
     trust_remote_code: bool = False
     include_paths: tuple[str, ...] = ()  # extra task folders, indexed beside consistbench's own
     gen_kwargs: str | None = None  # lm-eval --gen_kwargs, e.g. "max_gen_toks=128" (overrides the tasks')
+    # scoring settings, passed to the tasks as lm-eval metadata (recorded in the results JSON)
+    settings: ScoreSettings = field(default_factory=ScoreSettings)
+    boot: BootstrapSettings | None = field(default_factory=BootstrapSettings)  # None: no intervals
+
+    def metadata(self) -> dict:
+        """The task metadata these options set (what ``lm_eval --metadata`` would carry)."""
+        return self.settings.metadata() | bootstrap_metadata(self.boot)
 
 
 def default_model_args() -> str:
@@ -139,28 +148,48 @@ def _parse_model_args(text: str) -> dict[str, str]:
     return out
 
 
+def in_hub_cache(repo_id: str, revision: str | None = None) -> bool:
+    """Whether a hub model id resolves from the local Hugging Face cache (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on huggingface_hub
+        return False
+    try:
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except Exception:  # noqa: BLE001 - a malformed id is simply not in the cache
+        return False
+    return isinstance(found, str)
+
+
 def check_model_args(model: str, model_args: str, trust_remote_code: bool) -> str:
-    """Refuse a local path that does not exist, and remote code unless asked for."""
+    """Refuse a local path that does not exist, a hub id that offline runs cannot resolve, and
+    remote code unless asked for. Offline, a hub id already in the Hugging Face cache is fine."""
     args = _parse_model_args(model_args)
     pretrained = args.get("pretrained") or args.get("model")
-    if pretrained and model in ("hf", "hf-auto", "huggingface", "vllm"):
+    if pretrained and model in LOCAL_MODEL_TYPES:
         looks_local = pretrained.startswith(("/", ".", "~")) or os.sep in pretrained and Path(pretrained).exists()
         offline = os.environ.get("HF_HUB_OFFLINE", "1") not in ("0", "false", "False")
-        if (looks_local or offline) and not Path(pretrained).expanduser().exists():
-            raise ConsistbenchError(f"model path {pretrained!r} does not exist"
-                                    + ("" if looks_local else " (runs are offline; set HF_HUB_OFFLINE=0 for hub ids)"))
+        exists = Path(pretrained).expanduser().exists()
+        if looks_local and not exists:
+            raise ConsistbenchError(f"model path {pretrained!r} does not exist")
+        if offline and not exists and not in_hub_cache(pretrained, args.get("revision")):
+            raise ConsistbenchError(f"model {pretrained!r} is neither a local folder nor in the Hugging Face cache; "
+                                    "runs are offline (set HF_HUB_OFFLINE=0 to download hub models)")
     if args.get("trust_remote_code", "false").lower() == "true" and not trust_remote_code:
         raise ConsistbenchError("trust_remote_code=True in --model-args needs --trust-remote-code")
     return model_args
 
 
-def task_manager(include_paths: tuple[str, ...] = ()):
+def task_manager(include_paths: tuple[str, ...] = (), metadata: dict | None = None):
+    """lm-eval's TaskManager over consistbench's tasks (and ``include_paths``); ``metadata`` is
+    merged into every task's metadata, as ``lm_eval --metadata`` does."""
     from lm_eval.tasks import TaskManager
 
     for extra in include_paths:
         if not Path(extra).is_dir():
             raise ConsistbenchError(f"--include-path {extra!r} is not a directory")
-    return TaskManager(include_path=[str(tasks_path()), *map(str, include_paths)], include_defaults=False)
+    return TaskManager(include_path=[str(tasks_path()), *map(str, include_paths)], include_defaults=False,
+                       metadata=metadata)
 
 
 def check_tasks(tm, tasks: tuple[str, ...]) -> None:
@@ -180,10 +209,11 @@ def load_model(opts: EvalOptions):
     except (ValueError, KeyError) as exc:
         raise ConsistbenchError(f"unknown lm-eval model type {opts.model!r}: {exc}") from None
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed and str(opts.device).startswith("cpu"):
+    if distributed and str(opts.device or _default_device()).startswith("cpu"):
         os.environ.setdefault("ACCELERATE_USE_CPU", "1")  # join the ranks over gloo, not a GPU backend
+    extra = {"batch_size": opts.batch_size, "device": opts.device or _default_device()}
     try:
-        lm = cls.create_from_arg_string(model_args, {"batch_size": opts.batch_size, "device": opts.device})
+        lm = cls.create_from_arg_string(model_args, extra)
         if distributed:
             enable_cpu_data_parallel(lm)
     except ConsistbenchError:
@@ -192,6 +222,12 @@ def load_model(opts: EvalOptions):
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConsistbenchError(f"model failed to load ({opts.model}, {model_args}): {type(exc).__name__}: {msg}") from None
     return lm, model_args
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def enable_cpu_data_parallel(lm) -> None:
@@ -210,9 +246,10 @@ def enable_cpu_data_parallel(lm) -> None:
         return
     accelerator = Accelerator()
     if accelerator.num_processes > 1:
+        from consistbench.benchmark.compat import set_lm_eval_rank
+
         lm.accelerator = accelerator
-        lm._rank = accelerator.process_index
-        lm._world_size = accelerator.num_processes
+        set_lm_eval_rank(lm, accelerator.process_index, accelerator.num_processes)
 
 
 def _has_chat_template(lm) -> bool:
@@ -225,7 +262,7 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
     from lm_eval import evaluator
     from lm_eval.loggers import EvaluationTracker
 
-    tm = task_manager(opts.include_paths)
+    tm = task_manager(opts.include_paths, opts.metadata())
     check_tasks(tm, opts.tasks)
     t0 = time.perf_counter()
     lm, model_args = load_model(opts)
@@ -258,12 +295,13 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
         dedup = ({"requested": sum(c[0] for c in per_rank), "generated": sum(c[1] for c in per_rank)}
                  if opts.dedup else None)
         results["consistbench"] = {"dedup": dedup, "wall_seconds": round(time.perf_counter() - t0, 2),
-                                   "apply_chat_template": bool(chat)}
+                                   "apply_chat_template": bool(chat),
+                                   "settings": opts.settings.describe()
+                                   | {"bootstrap": opts.boot.describe() if opts.boot else None}}
         samples = results.pop("samples")
         from consistbench.benchmark.intervals import add_to_lm_eval_results
-        from consistbench.tasks.consistency.utils import settings_from_env
 
-        add_to_lm_eval_results(results, samples, settings_from_env())  # 95% intervals, stderr column
+        add_to_lm_eval_results(results, samples, opts.settings, opts.boot)  # 95% intervals, stderr column
         # lm-eval names the model from the model_args string it was given; handed a model object it
         # makes up a random id, so name it here as its CLI would (the `pretrained` value)
         pretrained = _parse_model_args(model_args).get("pretrained")

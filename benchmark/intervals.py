@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -43,8 +42,6 @@ from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
 N_RESAMPLES = 1000
 SEED = 0
 CONFIDENCE = 0.95
-ENV_RESAMPLES = "CONSISTBENCH_BOOTSTRAP_RESAMPLES"
-ENV_SEED = "CONSISTBENCH_BOOTSTRAP_SEED"
 _CHUNK_CELLS = 2_000_000  # resamples x groups per chunk of the multiplicity matrix (16 MB float64)
 
 
@@ -67,19 +64,28 @@ class BootstrapSettings:
                 **asdict(self)}
 
 
-def settings_from_env(n_resamples: int | None = None, seed: int | None = None) -> BootstrapSettings | None:
-    """Bootstrap settings from arguments, else ``CONSISTBENCH_BOOTSTRAP_{RESAMPLES,SEED}``, else defaults.
-
-    Returns None when the number of resamples is 0 (intervals switched off).
-    """
-    try:
-        n = n_resamples if n_resamples is not None else int(os.environ.get(ENV_RESAMPLES, N_RESAMPLES))
-        s = seed if seed is not None else int(os.environ.get(ENV_SEED, SEED))
-    except ValueError as exc:
-        raise ConsistbenchError(f"{ENV_RESAMPLES}/{ENV_SEED} must be integers: {exc}") from None
+def bootstrap_settings(n_resamples: int | None = None, seed: int | None = None) -> BootstrapSettings | None:
+    """Bootstrap settings from explicit values (``None``: the default); None when ``n_resamples`` is 0
+    (intervals switched off)."""
+    n = N_RESAMPLES if n_resamples is None else int(n_resamples)
     if n == 0:
         return None
-    return BootstrapSettings(n_resamples=n, seed=s)
+    return BootstrapSettings(n_resamples=n, seed=SEED if seed is None else int(seed))
+
+
+def bootstrap_from_metadata(meta: dict | None) -> BootstrapSettings | None:
+    """Bootstrap settings from lm-eval task metadata (``bootstrap_resamples``, ``bootstrap_seed``)."""
+    meta = meta or {}
+    try:
+        return bootstrap_settings(meta.get("bootstrap_resamples"), meta.get("bootstrap_seed"))
+    except (TypeError, ValueError) as exc:
+        raise ConsistbenchError(f"task metadata: bootstrap_resamples and bootstrap_seed must be integers ({exc})") from None
+
+
+def bootstrap_metadata(boot: BootstrapSettings | None) -> dict:
+    """The inverse of :func:`bootstrap_from_metadata`."""
+    return {"bootstrap_resamples": 0 if boot is None else boot.n_resamples,
+            "bootstrap_seed": SEED if boot is None else boot.seed}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,7 +105,9 @@ def bleu_segment_stats(predictions: Sequence[str], references: Sequence[str]) ->
     """sacrebleu's per-sentence BLEU statistics, shape ``(rows, 10)``; their sum gives corpus BLEU."""
     if not predictions:
         return np.zeros((0, BLEU_STATS))
-    stats = _bleu_metric()._extract_corpus_statistics(list(predictions), [list(references)])
+    from consistbench.benchmark.compat import bleu_sentence_statistics
+
+    stats = bleu_sentence_statistics(_bleu_metric(), list(predictions), [list(references)])
     return np.asarray(stats, dtype=np.float64).reshape(len(predictions), BLEU_STATS)
 
 
@@ -387,14 +395,13 @@ def items_from_samples(samples: Sequence[dict]) -> list[tuple[str, ...]] | None:
 
 
 def add_to_lm_eval_results(results: dict, samples: dict[str, list[dict]], settings: M.ScoreSettings,
-                           boot: BootstrapSettings | None = None) -> dict:
+                           boot: BootstrapSettings | None) -> dict:
     """Put group-bootstrap intervals into lm-eval ``results`` (in place) and return them by task.
 
     ``results["consistbench"]["intervals"][task]`` gets the full intervals; every
     ``<metric>_stderr,<filter>`` that lm-eval left ``N/A`` (or that the tasks' companion metrics
     filled) is set from the same bootstrap, and the companions' own ``*_stderr_stderr`` keys go.
     """
-    boot = boot if boot is not None else settings_from_env()
     out = {}
     if boot is None:
         return out

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from consistbench.benchmark.errors import DataError
+from consistbench.benchmark.errors import ConsistbenchError, DataError
 from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
 
 RS_THRESHOLD = 0.8
@@ -71,18 +71,21 @@ def _rouge_scorer():
 def _rouge_tokens(text: str) -> tuple[str, ...]:
     # rouge-score's own tokenizer (lower-case, alphanumeric tokens, Porter stems); cached so that
     # each distinct response is tokenised once however many pairs it appears in.
-    return tuple(_rouge_scorer()._tokenizer.tokenize(text))
+    from consistbench.benchmark.compat import rouge_tokenize
+
+    return tuple(rouge_tokenize(_rouge_scorer(), text))
 
 
 def rouge_l(prediction: str, target: str) -> float:
     """ROUGE-L F1 of ``prediction`` against ``target``; identical to rouge-score's ``score``.
 
-    rouge-score computes the longest common subsequence on its tokens; we call its own
-    ``_score_lcs`` on cached tokens instead of ``score`` so repeated strings are not re-stemmed.
+    rouge-score computes the longest common subsequence on its tokens; we call its own LCS
+    scoring on cached tokens instead of ``score`` so repeated strings are not re-stemmed
+    (:func:`consistbench.benchmark.compat.rouge_lcs`).
     """
-    from rouge_score.rouge_scorer import _score_lcs
+    from consistbench.benchmark.compat import rouge_lcs
 
-    return float(_score_lcs(_rouge_tokens(target), _rouge_tokens(prediction)).fmeasure)
+    return float(rouge_lcs(_rouge_tokens(target), _rouge_tokens(prediction)).fmeasure)
 
 
 def rouge_l_many(pairs: Iterable[tuple[str, str]]) -> np.ndarray:
@@ -224,6 +227,33 @@ class ScoreSettings:
     rs_threshold: float = RS_THRESHOLD
     bertscore: BertScoreConfig = field(default_factory=BertScoreConfig)
     compute_bs: bool = True
+
+    @classmethod
+    def from_metadata(cls, meta: dict | None) -> "ScoreSettings":
+        """Settings from lm-eval task metadata (``rs_threshold``, ``bs_model``, ``bs_num_layers``).
+
+        This is how settings reach the lm-eval aggregations: the task YAML holds the defaults,
+        ``lm_eval --metadata '{"rs_threshold": 0.7}'`` (or ``consistbench eval --rs-threshold``)
+        overrides them, and lm-eval records the merged metadata in the results JSON.
+        """
+        meta = meta or {}
+        try:
+            rs = float(meta.get("rs_threshold", RS_THRESHOLD))
+            layers = meta.get("bs_num_layers")
+            layers = None if layers in (None, "", "null") else int(layers)
+        except (TypeError, ValueError) as exc:
+            raise ConsistbenchError(f"task metadata: rs_threshold must be a number and bs_num_layers an integer "
+                                    f"({exc})") from None
+        if not 0.0 <= rs <= 1.0:
+            raise ConsistbenchError(f"task metadata: rs_threshold must lie in [0, 1], got {rs}")
+        model = meta.get("bs_model") or None
+        return cls(rs_threshold=rs, bertscore=BertScoreConfig(model_type=None if model is None else str(model),
+                                                              num_layers=layers))
+
+    def metadata(self) -> dict:
+        """The inverse of :meth:`from_metadata`: what to pass to lm-eval as task metadata."""
+        return {"rs_threshold": self.rs_threshold, "bs_model": self.bertscore.model_type,
+                "bs_num_layers": self.bertscore.num_layers}
 
     def describe(self) -> dict:
         return {"rs_threshold": self.rs_threshold, "rouge": {"variant": "rougeL", "use_stemmer": ROUGE_USE_STEMMER},

@@ -1,7 +1,13 @@
-"""Where consistbench keeps files it builds (converted models, corpus, indexes).
+"""Where consistbench finds its shipped files and keeps the files it builds.
 
-``CONSISTBENCH_CACHE`` overrides the location; otherwise ``$XDG_CACHE_HOME/consistbench`` or
-``~/.cache/consistbench``. Nothing outside this directory is written by setup or by runs.
+Shipped files: the lm-eval task folder and its data. In a checkout they sit in the repository's
+top-level ``tasks/`` folder; installed, in the ``consistbench.tasks`` package. Both layouts put
+``tasks/`` beside ``benchmark/``, so one relative path serves both (no import of the tasks
+package: ``benchmark`` is the core and imports none of the project's other packages).
+
+Built files (converted models, corpus, indexes, runs): ``CONSISTBENCH_CACHE`` overrides the
+location; otherwise ``$XDG_CACHE_HOME/consistbench`` or ``~/.cache/consistbench``. Nothing outside
+this directory is written by setup or by runs.
 """
 
 from __future__ import annotations
@@ -10,7 +16,10 @@ import os
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
-REPO_ROOT = PACKAGE_ROOT.parent
+PROJECT_ROOT = PACKAGE_ROOT.parent  # the repository, or the installed ``consistbench`` package
+TASKS_DIR = PROJECT_ROOT / "tasks"  # what ``lm_eval --include_path`` takes
+TASK_DIR = TASKS_DIR / "consistency"
+DATA_DIR = TASK_DIR / "data"
 
 
 def cache_dir() -> Path:

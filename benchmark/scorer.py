@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from consistbench.benchmark import __version__
-from consistbench.benchmark.intervals import (BootstrapSettings, MetricValues, bootstrap, bootstrap_rows, group_stats,
-                                 settings_from_env)
+from consistbench.benchmark.intervals import BootstrapSettings, MetricValues, bootstrap, bootstrap_rows, group_stats
 from consistbench.benchmark.metrics import ScoreSettings, Scored, compute_all, pair_by_group
 from consistbench.benchmark.schema import Row, data_checksum, load_responses
 
@@ -37,12 +36,12 @@ def score_rows(rows: Sequence[Row], settings: ScoreSettings | None = None,
                boot: BootstrapSettings | None | bool = True) -> dict[str, Any]:
     """The full result object for validated responses rows.
 
-    ``boot``: bootstrap settings for the 95% intervals (``True``: from the environment or the
-    defaults, see :func:`consistbench.benchmark.intervals.settings_from_env`; ``None``/``False``: no intervals).
+    ``boot``: bootstrap settings for the 95% intervals (``True``: the defaults of
+    :class:`consistbench.benchmark.intervals.BootstrapSettings`; ``None``/``False``: no intervals).
     """
     settings = settings or ScoreSettings()
     scored = to_scored(rows)
-    boot = settings_from_env() if boot is True else (boot or None)
+    boot = BootstrapSettings() if boot is True else (boot or None)
     if boot and settings.compute_bs:
         # BERTScore is most of the cost: the bootstrap's per-pair values (metrics.bertscore_f1,
         # the same call compute_all makes) give the bs metrics too, so it runs once
@@ -57,13 +56,14 @@ def score_rows(rows: Sequence[Row], settings: ScoreSettings | None = None,
         "consistbench_version": __version__,
         "metrics": MetricValues(metrics, intervals),
         "intervals": intervals,
-        "settings": settings.describe(),
+        "settings": settings.describe() | {"bootstrap": boot.describe() if boot else None},
         "counts": counts_of(rows),
         "data_version": data_checksum(rows),
     }
 
 
-def score_file(path: str | Path, settings: ScoreSettings | None = None) -> dict[str, Any]:
-    result = score_rows(load_responses(path), settings)
+def score_file(path: str | Path, settings: ScoreSettings | None = None,
+               boot: BootstrapSettings | None | bool = True) -> dict[str, Any]:
+    result = score_rows(load_responses(path), settings, boot)
     result["input"] = str(path)
     return result

@@ -1,4 +1,4 @@
-"""``consistbench leaderboard {prepare,validate,build,schema}`` (loaded by ``consistbench.benchmark.cli``)."""
+"""``consistbench leaderboard prepare|validate|build|schema``: submissions and the static site."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
-from consistbench.benchmark.cli import register
+from consistbench.benchmark.cli import add_json_option, add_output_option
 from consistbench.benchmark.errors import ConsistbenchError
 
 
@@ -135,8 +135,7 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-@register
-def _add(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     from consistbench.leaderboard.validate import TRACKS
 
     lb = sub.add_parser("leaderboard", help="leaderboard submissions: prepare, validate (rescore), build the site")
@@ -146,18 +145,18 @@ def _add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("submission", help="directory with metadata.json, the results JSON and the samples JSONL")
     p.add_argument("--task", default=None, choices=list(TRACKS),
                    help="track the submission must be on (default: any track; the results JSON names its task)")
-    p.add_argument("--json", help="also write the validation report (reported vs rescored, per metric) here")
+    add_json_option(p, help="also write the validation report (reported vs rescored, per metric) to FILE")
     p.set_defaults(func=cmd_validate)
 
     p = lsub.add_parser("build", help="validate every submission and write the static site")
     p.add_argument("submissions", help="directory of submission directories (e.g. leaderboard/submissions)")
-    p.add_argument("-o", "--output", required=True, help="site directory (replaced atomically)")
+    add_output_option(p, metavar="DIR", help="site directory (replaced atomically)")
     p.add_argument("--task", default=None, choices=list(TRACKS), help="build only this track (default: every track)")
     p.set_defaults(func=cmd_build)
 
     p = lsub.add_parser("prepare", help="make a submission directory from a consistbench eval / lm_eval output folder")
     p.add_argument("eval_dir", help="folder with results_*.json and samples_<task>_*.jsonl")
-    p.add_argument("-o", "--output", required=True, help="new submission directory")
+    add_output_option(p, metavar="DIR", help="new submission directory")
     p.add_argument("--name", required=True, help="model name shown on the site")
     p.add_argument("--link", help="http(s) URL of the model")
     p.add_argument("--parameters", type=int, help="parameter count (default: lm-eval's model_num_parameters)")
@@ -179,5 +178,5 @@ def _add(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_prepare)
 
     p = lsub.add_parser("schema", help="print the JSON Schema of metadata.json")
-    p.add_argument("-o", "--output", help="write it here instead of printing")
+    add_output_option(p, required=False, help="write it to this file instead of printing")
     p.set_defaults(func=cmd_schema)

@@ -270,7 +270,7 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
     specs = {name: load_task(name) for name in names}
     tracks = {name: ranking([(slug, v) for slug, v in validated if v.task == name]) for name in names}
     intervals = {}
-    for name in names:  # 95% intervals and tie marks (issue 10)
+    for name in names:  # 95% intervals and tie marks
         intervals = attach_intervals(tracks[name], dict(validated), specs[name])
     columns = ranking_columns()
     env = _env()

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from consistbench.benchmark.errors import ConsistbenchError
-from consistbench.benchmark.paths import REPO_ROOT
+from consistbench.benchmark.paths import TASK_DIR
 from consistbench.leaderboard.schema import METADATA_FILE, SubmissionMetadata
 
 LEADERBOARD_TASK = "consistency"
@@ -41,7 +41,6 @@ TRACKS = {
     "consistency": "Main track: every document of the test split",
     "consistency_mini": "Quick track: the whole groups listed in tasks/consistency/data/mini_groups.txt",
 }
-TASK_DIR = REPO_ROOT / "tasks" / "consistency"
 MiB = 1024 * 1024
 # Size limits, in bytes. The full test task's samples file from `consistbench eval` is about
 # 9 KB per document (prompt, doc and one item per metric), ~40 MB for 4,148 documents; the
@@ -163,7 +162,7 @@ def shipped_data_version() -> str:
 @functools.lru_cache(maxsize=4)
 def load_task(task: str) -> TaskSpec:
     """The shipped task's config (through lm-eval's own YAML loader) and its documents in order."""
-    from lm_eval.tasks._yaml_loader import load_yaml
+    from consistbench.benchmark.compat import lm_eval_load_yaml as load_yaml
 
     from consistbench.tasks.consistency import utils
 
@@ -178,7 +177,7 @@ def load_task(task: str) -> TaskSpec:
               f"tasks/consistency/data/versions.json says {data_sha[:16]}...: rebuild the data or the task")
     dataset = utils.load(data_sha256=data_sha, **(config.get("dataset_kwargs") or {}))["test"]
     return TaskSpec(name=task, config=config, data_sha256=data_sha, version=meta.get("version"),
-                    # *_stderr entries are uncertainty estimates (issue 10), not scores: not rescored here
+                    # *_stderr entries are uncertainty estimates, not scores: not rescored here
                     metrics=[m["metric"] for m in config["metric_list"] if not m["metric"].endswith("_stderr")],
                     generation_kwargs=dict(config.get("generation_kwargs") or {}), docs=list(dataset),
                     rs_threshold=float(meta.get("rs_threshold", 0.8)))

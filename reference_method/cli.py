@@ -1,13 +1,23 @@
-"""Subcommands of the reference method, loaded by ``consistbench.benchmark.cli`` (one import per module).
+"""``consistbench ref ACTION``: the reference method's command group.
 
-``consistbench.reference_method.ref_group`` owns the ``consistbench ref`` group; each module imported below
-adds its actions with ``@ref_command`` (under ``ref``) or ``@benchmark.cli.register`` (top level).
-Add one import line per module; keep ``ref_group`` first.
+Each action is registered by the ``register(ref_subparsers)`` function of the module that
+drives it: ``synth`` and ``train`` (:mod:`~consistbench.reference_method.training_cli`),
+``weights`` (:mod:`~consistbench.reference_method.weights_cli`), ``prefs``, ``wrpo`` and ``mrpo``
+(:mod:`~consistbench.reference_method.preference.cli`), ``reproduce``
+(:mod:`~consistbench.reference_method.reproduce`).
 """
 
-import consistbench.reference_method.ref_group  # noqa: F401  (the `ref` group; import first)
-import consistbench.reference_method.weights_cli  # noqa: F401  (ref weights)
-import consistbench.reference_method.merge.cli  # noqa: F401
-import consistbench.reference_method.training_cli  # noqa: F401  (ref synth, ref train, doctor)
-import consistbench.reference_method.preference.cli  # noqa: F401  (ref prefs, ref wrpo, ref mrpo)
-import consistbench.reference_method.reproduce  # noqa: F401  (ref reproduce)
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from consistbench.reference_method import reproduce, training_cli, weights_cli
+    from consistbench.reference_method.preference import cli as preference_cli
+
+    p = sub.add_parser("ref", help="the reference method: synthetic data, training, consistency weights, "
+                                   "preference fusion, reproduction")
+    rsub = p.add_subparsers(dest="ref_command", required=True, metavar="ACTION")
+    for module in (training_cli, weights_cli, preference_cli, reproduce):
+        module.register(rsub)

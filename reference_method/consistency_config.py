@@ -23,12 +23,14 @@ from typing import Literal, get_args
 
 from transformers import TrainingArguments
 
+from consistbench.reference_method.training_args import CheckpointArguments, LoraArguments, ModelArguments
+
 Distance = Literal["cosine", "euclidean"]
 Pooling = Literal["mean", "last", "max"]
 
 
 @dataclass
-class ConsistencyConfig(TrainingArguments):
+class ConsistencyConfig(LoraArguments, ModelArguments, CheckpointArguments, TrainingArguments):
     r"""Configuration of :class:`consistbench.reference_method.consistency_trainer.ConsistencyTrainer`.
 
     Parameters (beyond ``TrainingArguments``):
@@ -47,9 +49,9 @@ class ConsistencyConfig(TrainingArguments):
         open; cosine is scale-free, so one margin works across layers and models.
     pooling_layer (`int`, *optional*, defaults to `-1`):
         Index into the model's ``hidden_states`` (0 = embeddings, -1 = last layer) whose query
-        tokens are pooled (DESIGN.md: last hidden layer by default). Any index the model has.
+        tokens are pooled (this project's default: the last hidden layer). Any index the model has.
     pooling (`Literal["mean", "last", "max"]`, *optional*, defaults to `"mean"`):
-        How the query tokens' states become one vector ``f(.)``: their mean (DESIGN.md default),
+        How the query tokens' states become one vector ``f(.)``: their mean (the default),
         the last query token, or an element-wise max.
 
     > Data
@@ -59,41 +61,17 @@ class ConsistencyConfig(TrainingArguments):
         and counted, never truncated: truncation would train on a prompt evaluation never shows.
         1024 covers every row of the shipped train split with SmolLM2's tokenizer.
 
-    > Model
+    > Model and LoRA (shared with the preference commands)
 
-    use_lora (`bool`, *optional*, defaults to `False`):
-        Train LoRA adapters (peft) instead of all weights; adapters are merged into the base
-        weights on save, so the output loads as a plain model (needed for merging in part 2).
-    lora_r (`int`, *optional*, defaults to `16`):
-        LoRA rank (peft ``LoraConfig.r``; 16 is a common choice for models of this size).
-    lora_alpha (`int`, *optional*, defaults to `32`):
-        LoRA scaling numerator (peft ``lora_alpha``; 2 x r, the usual convention).
-    lora_dropout (`float`, *optional*, defaults to `0.0`):
-        Dropout on the LoRA path (peft ``lora_dropout``). 0 keeps a step deterministic, so a
-        resumed run reproduces an uninterrupted one exactly.
-    lora_target_modules (`list[str]`, *optional*, defaults to `["all-linear"]`):
-        Modules that get adapters (peft ``target_modules``; ``all-linear`` is peft's shortcut for
-        every linear layer except the output head).
-    lora_layers (`int`, *optional*, defaults to `None`):
-        Put adapters only in the last N decoder layers (peft ``layers_to_transform``); ``None``
-        adapts every layer. The layers below then need no gradient, so backpropagation stops at
-        the first adapted layer: a cheaper step on CPU, at the cost of adapting less of the model.
-        This project's choice for its CPU reproduction, not from the paper.
-    allow_pad_eq_eos (`bool`, *optional*, defaults to `False`):
-        Train even when the tokenizer's pad token is its eos token. Off by default: with
-        pad == eos, common collators mask the eos with the padding and the model never learns to
-        stop (``consistbench doctor --fix`` gives the model a distinct pad token). This project's
-        collator masks by length, so enabling it is safe here, but the model stays a trap for
-        other tools.
-    trust_remote_code (`bool`, *optional*, defaults to `False`):
-        Allow model code from the model folder. Off: only architectures built into transformers.
+    ``trust_remote_code``, ``allow_pad_eq_eos`` (:class:`~consistbench.reference_method.training_args.ModelArguments`)
+    and ``use_lora``, ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``, ``lora_layers``
+    (:class:`~consistbench.reference_method.training_args.LoraArguments`).
     """
 
     # TrainingArguments defaults changed for this trainer.
-    output_dir: str | None = field(default=None, metadata={"help": "Checkpoint directory (the final model goes elsewhere)."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep query_mask in batches."})
     learning_rate: float = field(default=2e-5, metadata={"help": "AdamW learning rate (2e-5 suits full fine-tuning of a small model)."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the triplets (the issue's runs use one)."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs over the triplets."})
     per_device_train_batch_size: int = field(default=2, metadata={"help": "Triplets per device and step (3 sequences each)."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
     save_steps: float = field(default=100, metadata={"help": "Checkpoint every N steps."})
@@ -105,15 +83,6 @@ class ConsistencyConfig(TrainingArguments):
     pooling_layer: int = field(default=-1, metadata={"help": "hidden_states index pooled for the triplet term."})
     pooling: Pooling = field(default="mean", metadata={"help": "Query-token pooling: mean, last or max."})
     max_length: int = field(default=1024, metadata={"help": "Longest sequence; longer triplets are dropped."})
-    use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters, merged on save."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
-    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"],
-                                           metadata={"help": "peft target_modules."})
-    lora_layers: int | None = field(default=None, metadata={"help": "Adapt only the last N layers (None: all)."})
-    allow_pad_eq_eos: bool = field(default=False, metadata={"help": "Train although pad == eos."})
-    trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the model folder."})
 
     def __post_init__(self):
         for name, kind in (("distance", Distance), ("pooling", Pooling)):
@@ -126,45 +95,7 @@ class ConsistencyConfig(TrainingArguments):
             raise ValueError(f"margin must be >= 0, got {self.margin}")
         if self.max_length < 8:
             raise ValueError(f"max_length must be at least 8, got {self.max_length}")
-        if self.use_lora and (self.lora_r < 1 or self.lora_alpha < 1):
-            raise ValueError("lora_r and lora_alpha must be positive")
-        if self.lora_layers is not None and self.lora_layers < 1:
-            raise ValueError(f"lora_layers must be at least 1, got {self.lora_layers}")
-        if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if isinstance(self.lora_target_modules, str):
-            self.lora_target_modules = [self.lora_target_modules]
-        # TrainingArguments replaces a missing output_dir with "trainer_output"; the trainer then
-        # puts checkpoints beside the final model instead (see reference_method.train).
-        self._checkpoint_dir_given = self.output_dir is not None
         super().__post_init__()
-
-    @property
-    def checkpoint_dir_given(self) -> bool:
-        """Whether ``output_dir`` (the checkpoint directory) was set explicitly."""
-        return getattr(self, "_checkpoint_dir_given", True)
-
-    def lora_config(self, model=None):
-        """The peft ``LoraConfig`` these settings describe (``model`` is needed for ``lora_layers``)."""
-        from peft import LoraConfig, TaskType
-
-        targets = self.lora_target_modules
-        extra = {}
-        if self.lora_layers is not None:
-            if model is None:
-                raise ValueError("lora_layers needs the model to count its layers")
-            n = model.config.num_hidden_layers
-            if self.lora_layers > n:
-                raise ValueError(f"lora_layers={self.lora_layers} but the model has {n} layers")
-            extra["layers_to_transform"] = list(range(n - self.lora_layers, n))
-            if targets == ["all-linear"]:  # peft needs names with layers_to_transform: every linear of a layer
-                import torch
-
-                targets = sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
-                                  if isinstance(mod, torch.nn.Linear) and ".layers." in name})
-        return LoraConfig(task_type=TaskType.CAUSAL_LM, r=self.lora_r, lora_alpha=self.lora_alpha,
-                          lora_dropout=self.lora_dropout,
-                          target_modules=targets[0] if targets == ["all-linear"] else list(targets), **extra)
 
     def loss_settings(self) -> dict:
         """The fields that define the loss and the model setup (recorded in the model's card)."""

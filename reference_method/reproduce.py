@@ -26,7 +26,7 @@ last checkpoint):
 they are evaluated like the others. Wall time per stage is kept in ``timings.json``.
 
 Presets (:data:`PRESETS`) hold every setting; ``run.json`` records the preset a run directory was
-started with and a different one is refused (use another ``--run-dir``).
+started with and a different one is refused (use another ``-o RUN_DIR``).
 """
 
 from __future__ import annotations
@@ -34,14 +34,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from consistbench.benchmark.errors import ConsistbenchError
-from consistbench.reference_method.ref_group import ref_command
 
 SPECIALISED = ("how_to", "plural_article", "paraphrase")
 TABLE_METRICS = (("rougeL", "ROUGE-L"), ("bleu", "BLEU"), ("em", "EM"), ("rs", "RS"), ("bs", "BS"))
@@ -207,7 +205,7 @@ class Run:
                 changed = sorted(k for k, v in json.loads(json.dumps(record["preset"])).items()
                                  if before.get("preset", {}).get(k) != v)
                 raise ConsistbenchError(f"{self.dir}: started with other settings ({', '.join(changed)}); "
-                                        "use another --run-dir or remove it")
+                                        "use another -o RUN_DIR or remove it")
         else:
             write_json(path, record)
 
@@ -541,7 +539,9 @@ def bar_chart(doc: dict, path: Path) -> Path:
 # CLI
 
 def default_run_dir(preset: str) -> Path:
-    return Path(os.environ.get("CONSISTBENCH_CACHE", Path.home() / ".cache" / "consistbench")) / "runs" / preset
+    from consistbench.benchmark.paths import cache_dir
+
+    return cache_dir() / "runs" / preset
 
 
 def parse_extra(values: list[str] | None) -> dict[str, str]:
@@ -567,19 +567,21 @@ def cmd_reproduce(args) -> int:
         bad = [s for s in stages if s not in STAGES]
         if bad:
             raise ConsistbenchError(f"--stages: unknown stage {bad[0]!r} (expected {', '.join(STAGES)})")
-    run = Run(preset, args.run_dir or default_run_dir(args.preset), model=args.model,
+    run = Run(preset, args.output or default_run_dir(args.preset), model=args.model,
               extra_models=parse_extra(args.extra_model), progress=args.progress, allow_missing=args.allow_missing,
               only={n.strip() for n in args.only.split(",") if n.strip()} if args.only else None)
     run.run(stages)
     return 0
 
 
-@ref_command
-def add(ref_sub: argparse._SubParsersAction) -> None:
+def register(ref_sub: argparse._SubParsersAction) -> None:
+    from consistbench.benchmark.cli import add_output_option
+
     p = ref_sub.add_parser("reproduce", help="the paper's table end to end: synth, train, weights, merge, eval, table",
                            description="Resumable: a stage whose output exists is skipped; run again after a crash.")
     p.add_argument("--preset", required=True, choices=sorted(PRESETS))
-    p.add_argument("--run-dir", default=None, help="where every output goes (default ~/.cache/consistbench/runs/PRESET)")
+    add_output_option(p, required=False, metavar="RUN_DIR",
+                      help="run folder where every output goes (default: <cache>/runs/PRESET)")
     p.add_argument("--model", default=None, help="base model folder (cpu-mini: embedded SmolLM2; paper: required)")
     p.add_argument("--extra-model", action="append", metavar="NAME=DIR",
                    help="an already-trained model to evaluate and add as a row (repeatable)")

@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method.save import CARD_NAME, library_versions, save_trained_model
 from consistbench.reference_method.consistency_config import ConsistencyConfig
 from consistbench.reference_method.triplets import MiningConfig, Triplet, mine_triplets, select_rows
 
-CARD_NAME = "consistbench_train.json"
 RUN_NAME = "consistbench_run.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -301,30 +301,14 @@ def train(model_dir: str | Path, data: str | Path, variant_type: str, output_dir
             "doctor": [f.to_json() for f in findings], "resumed_from": str(resume_from) if resume_from else None,
             "global_step": trainer.state.global_step, "train_wall_s": round(wall, 1),
             "train_runtime_s": result.metrics.get("train_runtime"),
-            "loss_history": getattr(trainer, "loss_history", []), "versions": _versions(),
+            "loss_history": getattr(trainer, "loss_history", []),
+            "versions": library_versions("consistbench", "torch", "transformers", "peft", "accelerate"),
         }
-        save_model(trainer, tokenizer, output_dir, card, model_dir=model_dir)
+        save_trained_model(trainer, tokenizer, output_dir, card, _readme(card), model_dir=model_dir)
         if not keep_checkpoints:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return output_dir
-
-
-def save_model(trainer, tokenizer, output_dir: Path, card: dict, *, model_dir: Path) -> None:
-    """Write the trained model (LoRA merged) to ``output_dir`` atomically."""
-    from consistbench.benchmark.fileio import atomic_path
-    from consistbench.reference_method import doctor
-
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload"):  # a peft model: fold the adapters into the weights
-        model = model.merge_and_unload()
-    base_gen = doctor.load_generation_config(model_dir)
-    with atomic_path(output_dir, is_dir=True) as tmp:
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        doctor.eval_generation_config(tokenizer, base_gen).save_pretrained(str(tmp))
-        (tmp / CARD_NAME).write_text(json.dumps(card, indent=2, default=str) + "\n", encoding="utf-8")
-        (tmp / "README.md").write_text(_readme(card), encoding="utf-8")
 
 
 def _readme(card: dict) -> str:
@@ -339,15 +323,3 @@ def _readme(card: dict) -> str:
             f"lr {t['learning_rate']}, {t['num_train_epochs']} epoch(s), {card['global_step']} steps\n"
             f"- generation config: the benchmark's evaluation settings (greedy, max_new_tokens 64)\n\n"
             f"Every setting is in `{CARD_NAME}`.\n")
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("consistbench", "torch", "transformers", "peft", "accelerate"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out

@@ -38,11 +38,11 @@ class MiningConfig:
         the anchor; ``all`` makes every query of the selected types an anchor.
     positives (defaults to ``"group"``): ``group`` = the anchor's own group members (its
         variants); ``group+neighbours`` adds top-``k`` encoder neighbours from other groups whose
-        reference answer is the same (DESIGN.md: "top-10 neighbours").
+        reference answer is the same (the top-10 neighbours of the reference method).
     negatives (defaults to ``"bottom"``): ``bottom`` = the anchor's ``k`` least similar queries
-        of other groups (DESIGN.md: "bottom-10"); ``hard`` = its ``k`` most similar queries of
+        of other groups (the reference method's bottom-10); ``hard`` = its ``k`` most similar queries of
         other groups with a different answer; ``random`` = any query of another group.
-    k (defaults to ``10``): neighbourhood size for both (DESIGN.md: 10).
+    k (defaults to ``10``): neighbourhood size for both (10, as in the reference method).
     seed (defaults to ``0``): draws the negative of each triplet.
     encoder (defaults to ``None``, the embedded MiniLM): sentence-transformers model for the
         neighbourhoods.

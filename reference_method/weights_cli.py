@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from consistbench.reference_method.ref_group import ref_command
+from consistbench.benchmark.cli import add_output_option
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
@@ -32,8 +32,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
-@ref_command
-def add(ref_sub: argparse._SubParsersAction) -> None:
+def register(ref_sub: argparse._SubParsersAction) -> None:
     from consistbench.reference_method.consistency_weights import DEFAULT_DEV
 
     p = ref_sub.add_parser("weights", help="consistency-aware per-layer merge weights from dev-set activations",
@@ -44,7 +43,7 @@ def add(ref_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", nargs="+", required=True, help="fine-tuned model folders (same architecture)")
     p.add_argument("--labels", nargs="+", help="names of the models in the JSON and heatmap (default: folder names)")
     p.add_argument("--dev", default=str(DEFAULT_DEV), help="dev JSONL with question and context (default: shipped dev)")
-    p.add_argument("-o", "--output", required=True, help="weights JSON to write")
+    add_output_option(p, help="weights JSON to write")
     p.add_argument("--heatmap", help="heatmap PNG (default: the output with .png)")
     p.add_argument("--no-heatmap", action="store_true")
     p.add_argument("--pooling", choices=("mean", "last"), help="pool query tokens (default mean)")

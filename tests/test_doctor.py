@@ -51,7 +51,7 @@ def test_pad_equal_to_eos_is_found_and_fixed(model_copy, tmp_path, capsys):
 
     before = {p.name: sha(p) for p in model_copy.iterdir()}
     out = tmp_path / "fixed"
-    assert main(["doctor", str(model_copy), "--fix", str(out)]) == 0
+    assert main(["doctor", str(model_copy), "--fix", "-o", str(out)]) == 0
     assert "no problems found" in capsys.readouterr().out
     assert {p.name: sha(p) for p in model_copy.iterdir()} == before  # the source is never modified
     tok = tokenizer(out)
@@ -137,7 +137,7 @@ def test_chat_template_from_a_file(model_copy, tmp_path):
     template = tmp_path / "t.jinja"
     template.write_text("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}")
     out = tmp_path / "fixed"
-    assert main(["doctor", str(model_copy), "--fix", str(out), "--chat-template", str(template)]) == 0
+    assert main(["doctor", str(model_copy), "--fix", "-o", str(out), "--chat-template", str(template)]) == 0
     assert tokenizer(out).chat_template == template.read_text()
 
 
@@ -158,7 +158,7 @@ def test_a_new_pad_token_resizes_the_embeddings(model_copy, tmp_path):
 
 def test_bad_fix_requests_leave_no_output(model_copy, tmp_path, capsys):
     out = tmp_path / "fixed"
-    assert main(["doctor", str(model_copy), "--fix", str(out), "--pad-token", "<|im_end|>"]) == 2
+    assert main(["doctor", str(model_copy), "--fix", "-o", str(out), "--pad-token", "<|im_end|>"]) == 2
     assert "bos/eos" in capsys.readouterr().err
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".fixed")]
     with pytest.raises(ConsistbenchError, match="other than the model directory"):
@@ -167,8 +167,9 @@ def test_bad_fix_requests_leave_no_output(model_copy, tmp_path, capsys):
     assert "no such model directory" in capsys.readouterr().err
 
 
-def test_json_report(model_copy, capsys):
-    assert main(["doctor", str(model_copy), "--json"]) == 1
-    report = json.loads(capsys.readouterr().out)
+def test_json_report(model_copy, tmp_path):
+    out = tmp_path / "findings.json"
+    assert main(["doctor", str(model_copy), "--json", str(out)]) == 1
+    report = json.loads(out.read_text())
     assert {r["code"] for r in report} == {"pad_eq_eos", "generation_config"}
     assert all(set(r) == {"code", "severity", "message", "fix"} for r in report)

@@ -111,7 +111,7 @@ def test_data_parallel_two_processes_equal_one(plain_run, varied_llama_dir, tmp_
     cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", str(BIN / "consistbench"), "eval",
            "--model-args", f"pretrained={varied_llama_dir},dtype=float32", "--batch-size", "1",
-           "--chat-template", "no", "--gen-kwargs", f"max_gen_toks={GEN_TOKS}", "--output-path", str(out)]
+           "--chat-template", "no", "--gen-kwargs", f"max_gen_toks={GEN_TOKS}", "-o", str(out)]
     proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     half = MINI_ROWS // 2
@@ -174,7 +174,7 @@ def test_prompt_shared_by_two_tasks_is_generated_once(api_runs):
 
 def test_eval_cli_prints_table_and_dedup(tiny_llama_dir, tmp_path, capsys):
     rc = cli.main(["eval", "--model-args", f"pretrained={tiny_llama_dir},dtype=float32",
-                   "--output-path", str(tmp_path), "--batch-size", "8", "--chat-template", "no",
+                   "-o", str(tmp_path), "--batch-size", "8", "--chat-template", "no",
                    "--gen-kwargs", f"max_gen_toks={GEN_TOKS}"])
     assert rc == 0
     text = capsys.readouterr().out
@@ -190,7 +190,7 @@ def _no_results(out: Path) -> bool:
 @pytest.mark.parametrize("case", ["unknown_task", "missing_model", "broken_model", "remote_code"])
 def test_bad_input_exits_2_without_results(case, tmp_path, tiny_llama_dir, capsys):
     out = tmp_path / "out"
-    args = ["eval", "--output-path", str(out)]
+    args = ["eval", "-o", str(out)]
     if case == "unknown_task":
         args += ["--tasks", "consistency_nope", "--model-args", f"pretrained={tiny_llama_dir}"]
         expect = "unknown task 'consistency_nope'"
@@ -228,7 +228,7 @@ def test_changed_data_is_refused(tiny_llama_dir, tmp_path, capsys):
         f"include: {tasks_path() / 'consistency' / 'consistency_mini.yaml'}\ntask: consistency_stale\n"
         f"dataset_kwargs:\n  subset: mini\n  data_dir: {data}\n")
     out = tmp_path / "out"
-    rc = cli.main(["eval", "--model-args", f"pretrained={tiny_llama_dir}", "--output-path", str(out),
+    rc = cli.main(["eval", "--model-args", f"pretrained={tiny_llama_dir}", "-o", str(out),
                    "--include-path", str(extra), "--tasks", "consistency_stale"])
     err = capsys.readouterr().err
     assert rc == 2 and "the data changed" in err
@@ -239,3 +239,28 @@ def test_tasks_path_command(capsys):
     assert cli.main(["tasks-path"]) == 0
     path = Path(capsys.readouterr().out.strip())
     assert (path / "consistency" / "consistency.yaml").is_file()
+
+
+def test_scoring_settings_travel_in_task_metadata_and_are_recorded(varied_llama_dir, tmp_path):
+    """``--rs-threshold`` reaches the lm-eval aggregations as task metadata (never the environment),
+    lm-eval records it in the task config, and consistbench records the full settings."""
+    from consistbench.benchmark import metrics as M
+    from consistbench.benchmark.intervals import items_from_samples
+
+    out = tmp_path / "out"
+    rc = cli.main(["eval", "--model-args", f"pretrained={varied_llama_dir},dtype=float32", "-o", str(out),
+                   "--batch-size", "8", "--chat-template", "no", "--gen-kwargs", f"max_gen_toks={GEN_TOKS}",
+                   "--rs-threshold", "0.3", "--n-resamples", "50", "--bootstrap-seed", "7"])
+    assert rc == 0
+    results = _read_results(out)
+    meta = results["configs"]["consistency_mini"]["metadata"]
+    assert meta["rs_threshold"] == 0.3 and meta["bootstrap_resamples"] == 50 and meta["bootstrap_seed"] == 7
+    settings = results["consistbench"]["settings"]
+    assert settings["rs_threshold"] == 0.3 and settings["bootstrap"]["n_resamples"] == 50
+    samples = [json.loads(line) for line in open(glob.glob(str(out / "**" / "samples_consistency_mini_*.jsonl"),
+                                                              recursive=True)[0])]
+    scored = [M.Scored(*it) for it in items_from_samples(samples)]
+    pairs = M.pair_by_group(scored)
+    rs_03, rs_08 = M.rs_values(pairs, 0.3).mean(), M.rs_values(pairs, 0.8).mean()
+    assert rs_03 != rs_08  # the override matters for this model's answers
+    assert results["results"]["consistency_mini"]["rs,none"] == pytest.approx(rs_03)

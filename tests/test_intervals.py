@@ -246,10 +246,9 @@ def test_score_cli_reports_intervals(responses_file, tmp_path, capsys):
         assert m["low"] <= m["value"] + 1e-12 <= m["high"] + 2e-12
 
 
-def test_score_cli_without_intervals(responses_file, tmp_path, monkeypatch):
-    monkeypatch.setenv(I.ENV_RESAMPLES, "0")
+def test_score_cli_without_intervals(responses_file, tmp_path):
     out = tmp_path / "r.json"
-    assert main(["score", str(responses_file), "--no-bs", "--json", str(out)]) == 0
+    assert main(["score", str(responses_file), "--no-bs", "--json", str(out), "--n-resamples", "0"]) == 0
     assert json.loads(out.read_text())["intervals"] is None
 
 
@@ -282,13 +281,12 @@ def test_lm_eval_stderr_column_is_filled_from_the_group_bootstrap():
     from lm_eval.utils import make_table
 
     from consistbench.benchmark.evaluate import task_manager
-    from consistbench.tasks.consistency.utils import settings_from_env
 
     res = evaluator.simple_evaluate(model=_EchoLM.make(), tasks=["consistency_mini"], task_manager=task_manager(),
                                     log_samples=True)
     r = res["results"]["consistency_mini"]
     items = I.items_from_samples(res["samples"]["consistency_mini"])
-    expected = I.bootstrap_items(items, settings_from_env(), I.BootstrapSettings())
+    expected = I.bootstrap_items(items, M.ScoreSettings(), I.BootstrapSettings())
     for name in ("rougeL", "bleu", "em", "rs", "bs", "em_how_to", "bleu_original"):
         assert isinstance(r[f"{name}_stderr,none"], float), name
         assert r[f"{name}_stderr,none"] == pytest.approx(expected["metrics"][name]["stderr"]), name
@@ -296,7 +294,7 @@ def test_lm_eval_stderr_column_is_filled_from_the_group_bootstrap():
     table = make_table(res)
     assert "N/A" not in table.split("em_how_to")[1].splitlines()[0]
     # consistbench eval's post-processing: full intervals in, the companions' own stderr keys out
-    iv = I.add_to_lm_eval_results(res, res["samples"], settings_from_env())
+    iv = I.add_to_lm_eval_results(res, res["samples"], M.ScoreSettings(), I.BootstrapSettings())
     assert res["consistbench"]["intervals"]["consistency_mini"] is iv["consistency_mini"]
     assert not [k for k in r if "_stderr_stderr" in k]
     assert iv["consistency_mini"]["groups"] == len({it[1] for it in items})

@@ -585,6 +585,7 @@ def _order(browser, col: str) -> tuple[list[str], list[float]]:
     return slugs, values
 
 
+@pytest.mark.browser
 def test_site_in_headless_chromium(browser, site, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC

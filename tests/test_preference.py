@@ -252,8 +252,8 @@ def _first_last(history: list[dict]) -> tuple[float, float]:
 def test_wrpo_cli_loss_decreases_and_saves(tiny_llama_dir, tmp_path):
     prefs = write_prefs(tmp_path / "prefs.jsonl")
     out = tmp_path / "wrpo"
-    rc = main(["ref", "wrpo", "--data", str(prefs), "--model", str(tiny_llama_dir), "--output-dir", str(out),
-               "--allow-pad-eq-eos", "--max-steps", "12", "--batch-size", "4", "--learning-rate", "5e-3",
+    rc = main(["ref", "wrpo", "--data", str(prefs), "--model", str(tiny_llama_dir), "-o", str(out),
+               "--allow-pad-eq-eos", "--max-steps", "12", "--per-device-train-batch-size", "4", "--learning-rate", "5e-3",
                "--beta", "0.5", "--alpha-max", "0.5", "--use-cpu"])
     assert rc == 0
     card = _card(out)
@@ -271,7 +271,7 @@ def test_mrpo_cli_lora_loss_decreases(tiny_llama_dir, other_ref_dir, tmp_path):
     prefs = write_prefs(tmp_path / "prefs.jsonl")
     out = tmp_path / "mrpo"
     rc = main(["ref", "mrpo", "--data", str(prefs), "--model", str(tiny_llama_dir), "--reference", str(other_ref_dir),
-               "--output-dir", str(out), "--allow-pad-eq-eos", "--max-steps", "12", "--batch-size", "4",
+               "-o", str(out), "--allow-pad-eq-eos", "--max-steps", "12", "--per-device-train-batch-size", "4",
                "--learning-rate", "2e-2", "--beta", "0.5", "--use-lora", "--lora-r", "4", "--use-cpu"])
     assert rc == 0
     card = _card(out)
@@ -289,20 +289,20 @@ def test_bad_input_is_refused(tiny_llama_dir, tmp_path, capsys):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("", encoding="utf-8")
     base = ["--model", str(tiny_llama_dir), "--allow-pad-eq-eos", "--use-cpu"]
-    assert main(["ref", "wrpo", "--data", str(empty), "--output-dir", str(tmp_path / "o1"), *base]) == 2
+    assert main(["ref", "wrpo", "--data", str(empty), "-o", str(tmp_path / "o1"), *base]) == 2
     assert "empty" in capsys.readouterr().err
     rows = [{k: v for k, v in r.items() if k != "source_chosen"} for r in pref_rows()]
     no_source = write_prefs(tmp_path / "nosource.jsonl", rows)
-    assert main(["ref", "wrpo", "--data", str(no_source), "--output-dir", str(tmp_path / "o2"), *base]) == 2
+    assert main(["ref", "wrpo", "--data", str(no_source), "-o", str(tmp_path / "o2"), *base]) == 2
     assert "source_chosen" in capsys.readouterr().err
     bert = tmp_path / "bert"
     BertConfig(vocab_size=100, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
                intermediate_size=8, architectures=["BertModel"]).save_pretrained(bert)
     prefs = write_prefs(tmp_path / "prefs.jsonl")
-    assert main(["ref", "mrpo", "--data", str(prefs), "--output-dir", str(tmp_path / "o3"), "--reference", str(bert),
+    assert main(["ref", "mrpo", "--data", str(prefs), "-o", str(tmp_path / "o3"), "--reference", str(bert),
                  *base]) == 2
     assert "architecture" in capsys.readouterr().err
-    assert main(["ref", "wrpo", "--data", str(prefs), "--output-dir", str(tmp_path / "o4"), "--model", str(bert),
+    assert main(["ref", "wrpo", "--data", str(prefs), "-o", str(tmp_path / "o4"), "--model", str(bert),
                  "--allow-pad-eq-eos"]) == 2
     assert "architecture" in capsys.readouterr().err
     for o in ("o1", "o2", "o3", "o4"):

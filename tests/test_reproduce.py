@@ -161,14 +161,14 @@ def test_a_run_directory_refuses_other_settings(tmp_path, fixed_llama):
 
 def test_cli_bad_input(tmp_path, capsys):
     cases = [
-        (["--preset", "paper", "--run-dir", str(tmp_path / "p")], "--model"),
-        (["--preset", "cpu-mini", "--run-dir", str(tmp_path / "a"), "--stages", "synth,bake"], "unknown stage 'bake'"),
-        (["--preset", "cpu-mini", "--run-dir", str(tmp_path / "b"), "--extra-model", "wrpo"], "NAME=DIR"),
-        (["--preset", "cpu-mini", "--run-dir", str(tmp_path / "c"), "--extra-model", f"w={tmp_path / 'nope'}"],
+        (["--preset", "paper", "-o", str(tmp_path / "p")], "--model"),
+        (["--preset", "cpu-mini", "-o", str(tmp_path / "a"), "--stages", "synth,bake"], "unknown stage 'bake'"),
+        (["--preset", "cpu-mini", "-o", str(tmp_path / "b"), "--extra-model", "wrpo"], "NAME=DIR"),
+        (["--preset", "cpu-mini", "-o", str(tmp_path / "c"), "--extra-model", f"w={tmp_path / 'nope'}"],
          "not a model folder"),
-        (["--preset", "cpu-mini", "--run-dir", str(tmp_path / "d"), "--extra-model", f"merged={tmp_path}"],
+        (["--preset", "cpu-mini", "-o", str(tmp_path / "d"), "--extra-model", f"merged={tmp_path}"],
          "name is taken"),
-        (["--preset", "cpu-mini", "--run-dir", str(tmp_path / "e"), "--only", "base,bogus"], "unknown model 'bogus'"),
+        (["--preset", "cpu-mini", "-o", str(tmp_path / "e"), "--only", "base,bogus"], "unknown model 'bogus'"),
     ]
     for argv, message in cases:
         assert main(["ref", "reproduce", *argv]) == 2

@@ -10,6 +10,7 @@ import pytest
 
 from consistbench.benchmark.cli import main
 from consistbench.benchmark.retrieval import Corpus
+from consistbench.benchmark.metrics import ScoreSettings
 from consistbench.benchmark.retrieval.decompose import decompose, read_samples
 from consistbench.benchmark.retrieval.e2e import RETRIEVAL_DIR, SEPARATOR, RetrievalVersionError, build
 from tests.conftest import make_row, write_jsonl
@@ -160,7 +161,7 @@ def _decomp_files(tmp_path):
 
 def test_decomposition_cells(tmp_path):
     g, r = _decomp_files(tmp_path)
-    report = decompose(read_samples(g), read_samples(r), compute_bs=False)
+    report = decompose(read_samples(g), read_samples(r), ScoreSettings(compute_bs=False))
     cells = {p["variant_id"]: p["cell"] for p in report["pairs"]}
     assert cells == {"g1-para": "retrieval_only", "g2-howto": "both", "g3-plural": "generator_only", "g4-para": None}
     overall = report["summary"]["overall"]
@@ -170,14 +171,14 @@ def test_decomposition_cells(tmp_path):
     assert overall["rs_gold"] == pytest.approx(3 / 4) and overall["rs_retrieved"] == pytest.approx(1 / 4)
     assert report["summary"]["paraphrase"]["pairs"] == 2 and report["summary"]["paraphrase"]["inconsistent"] == 1
     with pytest.raises(Exception, match="retrieved_ids"):
-        decompose(read_samples(g), read_samples(g), compute_bs=False)
+        decompose(read_samples(g), read_samples(g), ScoreSettings(compute_bs=False))
 
 
 def test_cli_decompose_from_samples(tmp_path, capsys):
     g, r = _decomp_files(tmp_path)
     out = tmp_path / "out"
     rc = main(["retrieval", "decompose", "--gold-samples", str(g), "--retrieved-samples", str(r), "--no-bs",
-               "--retriever", "bm25", "--output-dir", str(out)])
+               "--retriever", "bm25", "-o", str(out)])
     assert rc == 0
     report = json.loads((out / "decompose_bm25_mini.json").read_text())
     assert report["summary"]["overall"]["inconsistent"] == 3

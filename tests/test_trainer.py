@@ -326,7 +326,7 @@ def test_cli_train_writes_a_complete_model_that_passes_the_doctor(fixed_llama, s
     from consistbench.reference_method.doctor import check
 
     out = tmp_path / "how_to"
-    rc = main(["ref", "train", "--variant-type", "how_to", "--data", str(synth_file), "--output-dir", str(out),
+    rc = main(["ref", "train", "--variant-type", "how_to", "--data", str(synth_file), "-o", str(out),
                "--model", str(fixed_llama), "--max-steps", "2", "--use-cpu", "--learning-rate", "1e-3"])
     assert rc == 0, capsys.readouterr().err
     card = json.loads((out / "consistbench_train.json").read_text())
@@ -386,7 +386,7 @@ def test_unsupported_architecture_is_refused(tmp_path, synth_file, capsys):
                          intermediate_size=16)).save_pretrained(bert)
     before = _entries(tmp_path)
     rc = main(["ref", "train", "--variant-type", "how_to", "--data", str(synth_file),
-               "--output-dir", str(tmp_path / "out"), "--model", str(bert)])
+               "-o", str(tmp_path / "out"), "--model", str(bert)])
     err = capsys.readouterr().err
     assert rc == 2 and "unsupported architecture" in err and "causal LM" in err
     assert _entries(tmp_path) == before
@@ -399,7 +399,7 @@ def test_empty_synthetic_set_is_refused(fixed_llama, tmp_path, capsys):
     before = _entries(tmp_path)
     for data, needle in ((only_originals, "no how_to variants"), (empty, "no rows")):
         rc = main(["ref", "train", "--variant-type", "how_to", "--data", str(data),
-                   "--output-dir", str(tmp_path / "out"), "--model", str(fixed_llama)])
+                   "-o", str(tmp_path / "out"), "--model", str(fixed_llama)])
         err = capsys.readouterr().err
         assert rc == 2 and needle in err, err
     assert _entries(tmp_path) == before
@@ -407,11 +407,11 @@ def test_empty_synthetic_set_is_refused(fixed_llama, tmp_path, capsys):
 
 def test_pad_equal_to_eos_is_refused_unless_allowed(tiny_llama_dir, synth_file, tmp_path, capsys):
     rc = main(["ref", "train", "--variant-type", "how_to", "--data", str(synth_file),
-               "--output-dir", str(tmp_path / "out"), "--model", str(tiny_llama_dir)])
+               "-o", str(tmp_path / "out"), "--model", str(tiny_llama_dir)])
     err = capsys.readouterr().err
     assert rc == 2 and "pad token == eos" in err and "doctor" in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.checkpoints").exists()
-    rc = main(["ref", "train", "--variant-type", "how_to", "--data", str(synth_file), "--output-dir",
+    rc = main(["ref", "train", "--variant-type", "how_to", "--data", str(synth_file), "-o",
                str(tmp_path / "out"), "--model", str(tiny_llama_dir), "--allow-pad-eq-eos", "--max-steps", "1"])
     assert rc == 0 and (tmp_path / "out" / "model.safetensors").is_file()
 
@@ -434,8 +434,8 @@ def test_corrupt_checkpoint_is_refused(fixed_llama, synth_file, tmp_path, capsys
               "state": cp / "trainer_state.json"}[damage]
     data = target.read_bytes()
     target.write_bytes(data[: len(data) // 2])
-    rc = main(["ref", "train", "--variant-type", "how_to", "--data", str(synth_file), "--output-dir",
-               str(tmp_path / "out"), "--model", str(fixed_llama), "--max-steps", "4", "--resume"])
+    rc = main(["ref", "train", "--variant-type", "how_to", "--data", str(synth_file), "-o",
+               str(tmp_path / "out"), "--model", str(fixed_llama), "--max-steps", "4", "--resume", "latest"])
     err = capsys.readouterr().err
     assert rc == 2 and "corrupt checkpoint" in err and target.name in err
     assert not (tmp_path / "out").exists()

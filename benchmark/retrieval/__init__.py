@@ -1,4 +1,4 @@
-"""Retrievers over the passage corpus and retrieval-consistency metrics (issue 9).
+"""Retrievers over the passage corpus and retrieval-consistency metrics.
 
 - :class:`Retriever` (``base``): ``search(queries, k) -> [[Hit(passage_id, score), ...], ...]``,
   best first, with an optional relevance threshold.

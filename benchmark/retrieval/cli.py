@@ -1,12 +1,12 @@
-"""``consistbench retrieval ...``: eval, build, decompose, search (loaded by ``consistbench.benchmark.cli``)."""
+"""``consistbench retrieval eval|build|decompose|search``: retrievers, retrieval consistency, end-to-end tasks."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from consistbench.benchmark.cli import register
+from consistbench.benchmark.cli import (add_json_option, add_output_option, add_score_options, add_trust_remote_code,
+                                        score_settings)
 from consistbench.benchmark.errors import ConsistbenchError
 
 DEFAULT_OUT = Path("out") / "retrieval"
@@ -32,7 +32,7 @@ def cmd_eval(args) -> int:
 
     path = Path(args.data) if args.data else data_file(args.split)
     rows = load_data(path)
-    retriever = make_retriever(args.retriever, _corpus(args), threshold=_threshold(args), model=args.model)
+    retriever = make_retriever(args.retriever, _corpus(args), threshold=_threshold(args), model=args.encoder)
     result = evaluate(retriever, rows, args.k, args.rbo_p, data_path=str(path))
     console = Console()
     missing = {r.passage_id for r in rows} - set(retriever.corpus.ids)
@@ -59,11 +59,11 @@ def cmd_build(args) -> int:
         raise ConsistbenchError(f"unknown retriever {bad[0]!r} (expected some of {', '.join(RETRIEVERS)})")
     if args.k < 1:
         raise ConsistbenchError(f"--k must be at least 1, got {args.k}")
-    manifest = build(names, k=args.k, out_dir=args.out_dir, data_path=args.data, threshold=_threshold(args),
-                     model=args.model, corpus=_corpus(args))
+    manifest = build(names, k=args.k, out_dir=args.output, data_path=args.data, threshold=_threshold(args),
+                     model=args.encoder, corpus=_corpus(args))
     print(f"precomputed top-{manifest['k']} retrieval for {manifest['rows']} rows "
           f"(data {manifest['data_sha256'][:16]}..., {manifest['passages']['count']} passages) "
-          f"with {', '.join(manifest['retrievers'])} into {args.out_dir or 'tasks/consistency/data/retrieval'}")
+          f"with {', '.join(manifest['retrievers'])} into {args.output or 'the shipped data/retrieval/'}")
     return 0
 
 
@@ -73,7 +73,7 @@ def cmd_decompose(args) -> int:
     from consistbench.benchmark.fileio import write_json, write_text
     from consistbench.benchmark.retrieval.decompose import chart, decompose, markdown, read_samples, table
 
-    out_dir = Path(args.output_dir)
+    out_dir = Path(args.output)
     suffix = "_mini" if args.subset == "mini" else ""
     gold_task, e2e_task = f"consistency{suffix}", f"consistency_e2e_{args.retriever}{suffix}"
     run_info = None
@@ -86,14 +86,14 @@ def cmd_decompose(args) -> int:
 
         run = run_eval(EvalOptions(model=args.model, model_args=args.model_args, tasks=(gold_task, e2e_task),
                                    output_path=str(out_dir / "runs"), batch_size=args.batch_size,
-                                   trust_remote_code=args.trust_remote_code, limit=args.limit))
+                                   trust_remote_code=args.trust_remote_code, limit=args.limit,
+                                   settings=score_settings(args)))
         files = [Path(f) for f in run["files"]]
         gold_path = _samples_of(files, gold_task)
         retr_path = _samples_of(files, e2e_task)
         run_info = {"model": args.model, "model_args": run["results"]["config"]["model_args"],
                     "dedup": run["dedup"], "results_files": [str(f) for f in files if f.name.startswith("results_")]}
-    report = decompose(read_samples(gold_path), read_samples(retr_path), rs_threshold=args.rs_threshold,
-                       by=args.by, compute_bs=not args.no_bs)
+    report = decompose(read_samples(gold_path), read_samples(retr_path), score_settings(args), by=args.by)
     report.update({"gold_samples": str(gold_path), "retrieved_samples": str(retr_path), "retriever": args.retriever,
                    "subset": args.subset, "tasks": [gold_task, e2e_task], "limit": args.limit, "run": run_info})
     title = f"decomposition: {args.retriever} retrieval, {args.subset} subset" + (
@@ -120,11 +120,14 @@ def cmd_search(args) -> int:
 
     from consistbench.benchmark.retrieval import make_retriever
 
-    retriever = make_retriever(args.retriever, _corpus(args), threshold=_threshold(args), model=args.model)
+    retriever = make_retriever(args.retriever, _corpus(args), threshold=_threshold(args), model=args.encoder)
     results = retriever.search(args.queries, args.k)
     if args.json:
-        print(json.dumps([[list(h) for h in hits] for hits in results]))
-        return 0
+        from consistbench.benchmark.fileio import write_json
+
+        write_json(args.json, [{"query": q, "hits": [[h.passage_id, h.score] for h in hits]}
+                               for q, hits in zip(args.queries, results)])
+        print(f"wrote {args.json}")
     console = Console()
     for query, hits in zip(args.queries, results):
         t = Table(title=query)
@@ -142,7 +145,7 @@ def _common(p: argparse.ArgumentParser, *, retriever_default: str | None = "bm25
     from consistbench.benchmark.retrieval import RETRIEVERS
 
     p.add_argument("--retriever", default=retriever_default, choices=RETRIEVERS)
-    p.add_argument("--model", default=None,
+    p.add_argument("--encoder", default=None,
                    help="sentence-transformers model name or folder for dense/hybrid (default: embedded all-MiniLM-L6-v2)")
     p.add_argument("--threshold", type=float, default=None,
                    help="drop hits scoring below this (BM25 score, cosine similarity, or RRF score)")
@@ -150,8 +153,7 @@ def _common(p: argparse.ArgumentParser, *, retriever_default: str | None = "bm25
                    help="JSONL of {passage_id, text} to search instead of the shipped documentation corpus")
 
 
-@register
-def _add(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     from consistbench.benchmark.retrieval.metrics import RBO_P
 
     group = sub.add_parser("retrieval", help="retrievers, retrieval consistency, end-to-end tasks, decomposition")
@@ -163,17 +165,17 @@ def _add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="train, dev or test (default test)")
     p.add_argument("--data", default=None, help="a data JSONL instead of a shipped split")
     p.add_argument("--rbo-p", type=float, default=RBO_P, help=f"RBO persistence p (default {RBO_P})")
-    p.add_argument("--json", default=None, help=f"output JSON (default {DEFAULT_OUT}/<retriever>_k<k>_<split>.json)")
+    add_json_option(p, help=f"output JSON (default {DEFAULT_OUT}/<retriever>_k<k>_<split>.json)")
     p.set_defaults(func=cmd_eval)
 
     p = rsub.add_parser("build", help="precompute retrieval for the consistency_e2e_* lm-eval tasks")
     p.add_argument("--retrievers", default="bm25,dense,hybrid")
     p.add_argument("--k", type=int, default=5, help="passages kept per question (tasks use up to this many)")
-    p.add_argument("--model", default=None, help="sentence-transformers model for dense/hybrid")
+    p.add_argument("--encoder", default=None, help="sentence-transformers model for dense/hybrid (default: embedded MiniLM)")
     p.add_argument("--threshold", type=float, default=None, help="drop hits scoring below this")
     p.add_argument("--data", default=None, help="test JSONL (default: the shipped test split)")
     p.add_argument("--corpus", default=None, help="JSONL of {passage_id, text} (default: the shipped corpus)")
-    p.add_argument("--out-dir", default=None, help="default: tasks/consistency/data/retrieval")
+    add_output_option(p, required=False, metavar="DIR", help="folder of the precomputed retrieval (default: the shipped data/retrieval/)")
     p.set_defaults(func=cmd_build)
 
     p = rsub.add_parser("decompose", help="consistency with gold vs retrieved contexts for one model, and why")
@@ -183,21 +185,21 @@ def _add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="hf", help="lm-eval model type (default hf)")
     p.add_argument("--model-args", default=None, help="lm-eval model args (default: the embedded SmolLM2)")
     p.add_argument("--batch-size", default=8)
-    p.add_argument("--trust-remote-code", action="store_true")
+    add_trust_remote_code(p)
     p.add_argument("--limit", type=int, default=None,
                    help="only the first N rows of each task (rows are stored group by group, original first, so "
                         "N at a group boundary keeps whole groups): for a quick look on a slow machine")
     p.add_argument("--gold-samples", default=None, help="use this samples JSONL (fixed contexts) instead of running")
     p.add_argument("--retrieved-samples", default=None, help="use this samples JSONL (an e2e task) instead of running")
     p.add_argument("--by", default="rs", choices=("rs", "em"), help="what makes a pair inconsistent (default rs)")
-    p.add_argument("--rs-threshold", type=float, default=None, help="ROUGE-L F1 threshold for rs (default 0.8)")
-    p.add_argument("--no-bs", action="store_true", help="skip BERTScore")
-    p.add_argument("--output-dir", default=str(DEFAULT_OUT / "decompose"))
+    add_output_option(p, required=False, default=str(DEFAULT_OUT / "decompose"), metavar="DIR",
+                      help=f"folder for the report JSON, Markdown and PNG (default {DEFAULT_OUT / 'decompose'})")
+    add_score_options(p)
     p.set_defaults(func=cmd_decompose)
 
     p = rsub.add_parser("search", help="show what a retriever returns for some queries")
     _common(p)
     p.add_argument("queries", nargs="+")
     p.add_argument("--k", type=int, default=5)
-    p.add_argument("--json", action="store_true", help="print [[passage_id, score], ...] per query")
+    add_json_option(p, help="also write the hits per query to FILE")
     p.set_defaults(func=cmd_search)

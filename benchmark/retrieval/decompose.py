@@ -12,7 +12,7 @@ The same model answers the same questions twice: with the fixed gold passage as 
   the retriever caused it), ``both`` (contexts differed, and it was inconsistent with the gold
   context too), ``generator_only`` (the same retrieved context: only the generator can differ).
 
-``share_differed`` = (retrieval_only + both) / inconsistent is the issue's "share of
+``share_differed`` = (retrieval_only + both) / inconsistent is the "share of
 inconsistent pairs whose retrieved passages differed"; compare it with ``context_differed``
 over all pairs (the base rate).
 """
@@ -59,9 +59,12 @@ def _pairs(samples: dict[str, dict]):
     return [(p.variant, p.variant_type, samples[p.original], samples[p.variant]) for p in pair_by_group(scored)]
 
 
-def decompose(gold: dict[str, dict], retrieved: dict[str, dict], rs_threshold: float | None = None,
-              by: str = "rs", compute_bs: bool = True) -> dict:
+def decompose(gold: dict[str, dict], retrieved: dict[str, dict], settings=None, by: str = "rs") -> dict:
+    """``settings``: the :class:`~consistbench.benchmark.metrics.ScoreSettings` (RS threshold, BERTScore)."""
     from consistbench.benchmark import metrics as M
+
+    settings = settings or M.ScoreSettings()
+    rs_threshold, compute_bs = settings.rs_threshold, settings.compute_bs
 
     if by not in ("rs", "em"):
         raise ConsistbenchError(f"--by must be rs or em, got {by!r}")
@@ -86,7 +89,7 @@ def decompose(gold: dict[str, dict], retrieved: dict[str, dict], rs_threshold: f
         pairs = [p[setting] for p in per_pair]
         em = [M.exact_match(a, b) for a, b in pairs]
         rouge = M.rouge_l_many((b, a) for a, b in pairs)
-        bs = M.bertscore_f1([(b, a) for a, b in pairs]) if compute_bs and pairs else [float("nan")] * len(pairs)
+        bs = M.bertscore_f1([(b, a) for a, b in pairs], settings.bertscore) if compute_bs and pairs else [float("nan")] * len(pairs)
         for p, e, r, b in zip(per_pair, em, rouge, bs):
             p[f"em_{setting}"], p[f"rougeL_{setting}"], p[f"bs_{setting}"] = e, float(r), float(b)
             p[f"rs_{setting}"] = float(r >= threshold)
@@ -103,7 +106,7 @@ def decompose(gold: dict[str, dict], retrieved: dict[str, dict], rs_threshold: f
             summary[vtype] = _summary(sel)
     for p in per_pair:
         del p["gold"], p["retrieved"]
-    return {"by": by, "rs_threshold": threshold, "accuracy_rougeL": acc, "summary": summary, "pairs": per_pair}
+    return {"by": by, "rs_threshold": threshold, "settings": settings.describe(), "accuracy_rougeL": acc, "summary": summary, "pairs": per_pair}
 
 
 def _jaccard(a, b) -> float:

@@ -28,9 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from consistbench.benchmark.errors import ConsistbenchError
-from consistbench.benchmark.paths import REPO_ROOT
+from consistbench.benchmark.paths import DATA_DIR
 
-DATA_DIR = REPO_ROOT / "tasks" / "consistency" / "data"
 RETRIEVAL_DIR = DATA_DIR / "retrieval"
 MANIFEST = "manifest.json"
 PASSAGES = "passages.jsonl.gz"

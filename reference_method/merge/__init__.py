@@ -16,7 +16,7 @@ Methods: ``linear``, ``task_arithmetic``, ``ties``, ``dare_ties``, ``dare_linear
 import importlib
 
 _EXPORTS = {"MergeConfig": "config", "ModelSpec": "config", "merge": "engine", "export_mergekit": "engine",
-            "merge_method": "registry", "MethodParams": "registry", "TensorInputs": "registry", "registered_methods": "registry"}
+            "merge_method": "registry", "MethodParams": "registry", "TensorInputs": "registry", "registered_methods": "catalog"}
 __all__ = list(_EXPORTS)
 
 

@@ -37,7 +37,7 @@ def render_card(config: MergeConfig, params, plan, summary: dict) -> str:
     lines += ["", "## Method and options", "", f"- method: `{spec.name}`"]
     for key, value in params.model_dump().items():
         lines.append(f"- {key}: `{value}`")
-    lines += [f"- output dtype: `{config.dtype}`", f"- computed in: float32",
+    lines += [f"- output dtype: `{config.dtype}`", "- computed in: float32",
               f"- tensors: {summary['tensors']}, output {summary['output_bytes'] / 1e6:.1f} MB in "
               f"{len(summary['files'])} file(s), {summary['seconds']:.1f} s"]
     if spec.name == "consistency":

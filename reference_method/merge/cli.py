@@ -1,10 +1,10 @@
-"""``consistbench merge CONFIG.yaml OUT_DIR``: run a merge (and/or export it for mergekit)."""
+"""``consistbench merge CONFIG.yaml -o OUT_DIR``: run a merge (and/or export it for mergekit)."""
 
 from __future__ import annotations
 
 import argparse
 
-from consistbench.benchmark.cli import register
+from consistbench.benchmark.cli import add_output_option
 from consistbench.benchmark.errors import ConsistbenchError
 
 
@@ -17,25 +17,24 @@ def cmd_merge(args: argparse.Namespace) -> int:
             print(f"{name:16s} {spec.summary}{extra}")
         return 0
     if not args.config:
-        raise ConsistbenchError("merge: give CONFIG.yaml (and OUT_DIR and/or --export-mergekit)")
-    if not args.out_dir and not args.export_mergekit:
-        raise ConsistbenchError("merge: give OUT_DIR, --export-mergekit OUT.yaml, or both")
+        raise ConsistbenchError("merge: give CONFIG.yaml (and -o OUT_DIR and/or --export-mergekit)")
+    if not args.output and not args.export_mergekit:
+        raise ConsistbenchError("merge: give -o OUT_DIR, --export-mergekit OUT.yaml, or both")
     config = MergeConfig.from_yaml(args.config)
     if args.export_mergekit:
         export_mergekit(config, args.export_mergekit)
         print(f"wrote {args.export_mergekit}")
-    if args.out_dir:
-        merge(config, args.out_dir, log=None if args.quiet else print)
+    if args.output:
+        merge(config, args.output, log=None if args.quiet else print)
     return 0
 
 
-@register
-def add(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("merge", help="merge models (linear, task_arithmetic, ties, dare_*, consistency)",
                        description="Merge fine-tuned models as CONFIG.yaml says; see docs/MERGING.md.")
     p.add_argument("config", nargs="?", help="merge configuration YAML")
-    p.add_argument("out_dir", nargs="?", help="output model folder (written atomically)")
+    add_output_option(p, required=False, metavar="DIR", help="output model folder (written atomically)")
     p.add_argument("--export-mergekit", metavar="OUT.yaml", help="also write the equivalent mergekit YAML")
     p.add_argument("--list-methods", action="store_true", help="list the registered merge methods and exit")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress messages")
     p.set_defaults(func=cmd_merge)

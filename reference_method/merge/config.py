@@ -145,7 +145,7 @@ class MergeConfig(StrictModel):
 
     def method_spec(self):
         """The registered method (ConsistbenchError naming the known ones if unknown)."""
-        from consistbench.reference_method.merge.registry import get_method
+        from consistbench.reference_method.merge.catalog import get_method
 
         return get_method(self.method)
 

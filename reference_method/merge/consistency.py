@@ -30,7 +30,7 @@ from typing import Literal
 from pydantic import Field
 
 from consistbench.benchmark.errors import ConsistbenchError
-from consistbench.reference_method.merge import ops
+import consistbench.reference_method.merge.ops as ops
 from consistbench.reference_method.merge.methods import mergekit_doc
 from consistbench.reference_method.merge.plan import tensor_group
 from consistbench.reference_method.merge.registry import MethodParams, TensorInputs, merge_method

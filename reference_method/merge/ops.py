@@ -12,31 +12,16 @@ for where their semantics differ from mergekit's.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib.util
-import sys
 import warnings
-from pathlib import Path
 from types import ModuleType
 
 
-@functools.lru_cache(maxsize=1)
 def merge_utils() -> ModuleType:
-    """The ``peft.utils.merge_utils`` module (loaded standalone when possible)."""
-    spec = importlib.util.find_spec("peft")
-    if spec is not None and spec.submodule_search_locations:
-        path = Path(list(spec.submodule_search_locations)[0]) / "utils" / "merge_utils.py"
-        if path.is_file():
-            name = "consistbench_peft_merge_utils"
-            file_spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(file_spec)
-            sys.modules[name] = module
-            file_spec.loader.exec_module(module)
-            return module
-    from peft.utils import merge_utils as module  # pragma: no cover - layout changed
+    """The ``peft.utils.merge_utils`` module (:func:`consistbench.benchmark.compat.peft_merge_utils`)."""
+    from consistbench.benchmark.compat import peft_merge_utils
 
-    return module
+    return peft_merge_utils()
 
 
 # Random methods (DARE) draw their masks per block of this many elements of the flattened

@@ -87,7 +87,6 @@ class MergeMethod:
 
 
 _REGISTRY: dict[str, MergeMethod] = {}
-_BUILTINS_LOADED = False
 
 
 def merge_method(name: str, *, params: type[MethodParams] = MethodParams, needs_base: bool = True,
@@ -105,24 +104,3 @@ def merge_method(name: str, *, params: type[MethodParams] = MethodParams, needs_
         return fn
 
     return decorate
-
-
-def _load_builtins() -> None:
-    global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
-        import consistbench.reference_method.merge.consistency  # noqa: F401
-        import consistbench.reference_method.merge.methods  # noqa: F401
-
-
-def get_method(name: str) -> MergeMethod:
-    _load_builtins()
-    if name not in _REGISTRY:
-        raise ConsistbenchError(f"unknown merge method {name!r} (known: {', '.join(sorted(_REGISTRY))})")
-    return _REGISTRY[name]
-
-
-def registered_methods() -> dict[str, MergeMethod]:
-    """All registered methods by name."""
-    _load_builtins()
-    return dict(sorted(_REGISTRY.items()))

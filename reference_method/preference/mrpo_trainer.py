@@ -15,6 +15,10 @@ from pathlib import Path
 import torch
 from trl import DPOTrainer
 
+from consistbench.benchmark.compat import check_trl_hooks
+
+check_trl_hooks(DPOTrainer)  # the private hooks overridden below exist in this trl
+
 REF_CHOSEN = "mrpo_ref_chosen_logps"
 REF_REJECTED = "mrpo_ref_rejected_logps"
 
@@ -60,7 +64,7 @@ def precompute_reference_logps(columns: dict[str, list], references: Sequence[st
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM
-    from trl.trainer.utils import add_fused_lm_head
+    from consistbench.benchmark.compat import trl_add_fused_lm_head as add_fused_lm_head
 
     from consistbench.benchmark.errors import ConsistbenchError
     from consistbench.reference_method.preference.collator import PreferenceCollator, completion_logps

@@ -12,15 +12,14 @@ time) and a README model card.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method.save import CARD_NAME, library_versions, save_trained_model
 
-CARD_NAME = "consistbench_train.json"
 CITATIONS = {
     "wrpo": "Yang, Wan, Zhong, Huang, Liang, Quan. Weighted-Reward Preference Optimization for Implicit Model "
             "Fusion. ICLR 2025 (arXiv 2412.03187)",
@@ -123,7 +122,7 @@ def train_preference(method: str, model_dir: str | Path, data: str | Path, outpu
         from consistbench.reference_method.preference.mrpo_trainer import MRPOTrainer as Trainer
     trainer = Trainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                       data_collator=PreferenceCollator(tokenizer.pad_token_id, with_source=method == "wrpo"),
-                      peft_config=config.lora_config() if config.use_lora else None, callbacks=list(callbacks or []))
+                      peft_config=config.lora_config(model) if config.use_lora else None, callbacks=list(callbacks or []))
     started = time.perf_counter()
     result = trainer.train()
     wall = time.perf_counter() - started
@@ -138,31 +137,14 @@ def train_preference(method: str, model_dir: str | Path, data: str | Path, outpu
         "global_step": trainer.state.global_step, "train_wall_s": round(wall, 1),
         "train_runtime_s": result.metrics.get("train_runtime"),
         "loss_history": getattr(trainer, "loss_history", []), "log_history": trainer.state.log_history,
-        "versions": _versions(),
+        "versions": library_versions("consistbench", "torch", "transformers", "trl", "peft", "accelerate", "datasets"),
     }
     if trainer.accelerator.is_main_process:
-        save_model(trainer, tokenizer, output_dir, card, model_dir=model_dir)
+        save_trained_model(trainer, tokenizer, output_dir, card, readme(card), model_dir=model_dir)
         if not keep_checkpoints:
             shutil.rmtree(ckpt_dir, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     return output_dir
-
-
-def save_model(trainer, tokenizer, output_dir: Path, card: dict, *, model_dir: Path) -> None:
-    """Write the trained model (LoRA merged) to ``output_dir`` atomically."""
-    from consistbench.benchmark.fileio import atomic_path
-    from consistbench.reference_method import doctor
-
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    base_gen = doctor.load_generation_config(model_dir)
-    with atomic_path(output_dir, is_dir=True) as tmp:
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        doctor.eval_generation_config(tokenizer, base_gen).save_pretrained(str(tmp))
-        (tmp / CARD_NAME).write_text(json.dumps(card, indent=2, default=str) + "\n", encoding="utf-8")
-        (tmp / "README.md").write_text(readme(card), encoding="utf-8")
 
 
 def readme(card: dict) -> str:
@@ -183,15 +165,3 @@ def readme(card: dict) -> str:
             f"lr {t['learning_rate']}, {card['global_step']} steps, {card['train_wall_s']} s\n"
             f"- generation config: the benchmark's evaluation settings (greedy, max_new_tokens 64)\n\n"
             f"Every setting is in `{CARD_NAME}`; formulas in docs/PREFERENCE.md.\n")
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {}
-    for pkg in ("consistbench", "torch", "transformers", "trl", "peft", "accelerate", "datasets"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out

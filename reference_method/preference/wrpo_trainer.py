@@ -20,6 +20,10 @@ import torch
 import torch.nn.functional as F
 from trl import DPOTrainer
 
+from consistbench.benchmark.compat import check_trl_hooks
+
+check_trl_hooks(DPOTrainer)  # the private hooks overridden below exist in this trl
+
 from consistbench.reference_method.preference.collator import completion_logps
 
 

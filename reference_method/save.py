@@ -1,0 +1,48 @@
+"""Writing a trained model: one helper for every training command (``ref train``, ``ref wrpo``,
+``ref mrpo``), so each output folder has the same shape.
+
+The folder is written to a temporary sibling and renamed when complete: weights (safetensors;
+LoRA adapters folded in, so it loads as a plain model and can be merged), tokenizer, the
+benchmark's evaluation generation config (greedy, the tasks' max_new_tokens, the tokenizer's
+eos/pad), ``consistbench_train.json`` (every setting, data checksum, losses, versions) and a
+README model card.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CARD_NAME = "consistbench_train.json"
+
+
+def save_trained_model(trainer, tokenizer, output_dir: str | Path, card: dict, readme: str, *,
+                       model_dir: str | Path) -> Path:
+    """Write ``trainer``'s model to ``output_dir`` atomically; ``model_dir`` is the model it started from."""
+    from consistbench.benchmark.fileio import atomic_path
+    from consistbench.reference_method import doctor
+
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # a peft model: fold the adapters into the weights
+        model = model.merge_and_unload()
+    base_gen = doctor.load_generation_config(model_dir)
+    with atomic_path(output_dir, is_dir=True) as tmp:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        doctor.eval_generation_config(tokenizer, base_gen).save_pretrained(str(tmp))
+        (tmp / CARD_NAME).write_text(json.dumps(card, indent=2, default=str) + "\n", encoding="utf-8")
+        (tmp / "README.md").write_text(readme, encoding="utf-8")
+    return Path(output_dir)
+
+
+def library_versions(*packages: str) -> dict[str, str]:
+    """Installed versions of ``packages`` (recorded in every model card)."""
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in packages:
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
