@@ -46,7 +46,8 @@ _COMMON = {"beta": "beta", "learning_rate": "learning_rate", "epochs": "num_trai
            "trust_remote_code": "trust_remote_code", "use_cpu": "use_cpu", "checkpoint_dir": "output_dir",
            "logging_steps": "logging_steps"}
 _WRPO = {"alpha_max": "alpha_max", "alpha_warmup_ratio": "alpha_warmup_ratio"}
-_MRPO = {"clip_epsilon": "clip_epsilon", "weighting": "weighting", "reference_weights": "reference_weights"}
+_MRPO = {"reference_combination": "reference_combination", "clip_epsilon": "clip_epsilon", "weighting": "weighting",
+         "reference_weights": "reference_weights"}
 
 
 def build_config(args, method: str):
@@ -146,6 +147,8 @@ def add_ref(rsub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("MRPO")
     g.add_argument("--reference", action="append", required=True, metavar="DIR",
                    help="extra reference model (repeatable); the model itself is the main reference")
+    g.add_argument("--reference-combination", choices=("lower_bound", "log_linear"), default=None,
+                   help="virtual reference: lower_bound (published MRPO, default) or log_linear")
     g.add_argument("--clip-epsilon", type=float, default=None, help="relative clip range (default 0.1)")
     g.add_argument("--weighting", choices=("adaptive", "uniform"), default=None)
     g.add_argument("--reference-weights", type=float, nargs="+", default=None, help="fixed weights, main reference first")

@@ -171,8 +171,9 @@ def readme(card: dict) -> str:
         loss = (f"WRPO: -log sigmoid(beta (a r(y_source) + (1 - a) r(y_target) - r(y_rejected))), beta {t['beta']}, "
                 f"a linear 0 -> {t['alpha_max']} over {t['alpha_warmup_ratio']:.0%} of the steps")
     else:
-        loss = (f"MRPO: DPO (beta {t['beta']}) against a virtual reference of {len(card['references'])} models, "
-                f"clip epsilon {t['clip_epsilon']}, {t['weighting']} weights")
+        loss = (f"MRPO: DPO (beta {t['beta']}) against a virtual reference of {len(card['references'])} models "
+                f"({t.get('reference_combination', 'log_linear')}), clip epsilon {t['clip_epsilon']}, "
+                f"{t['weighting']} weights")
     refs = "".join(f"  - `{r}`\n" for r in card["references"])
     return (f"# consistbench preference-fusion baseline: {card['method'].upper()}\n\n"
             f"Trained from `{card['base_model']}` with `consistbench ref {card['method']}`.\n\n"
