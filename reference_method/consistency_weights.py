@@ -159,20 +159,14 @@ def _render(tokenizer, q: Query, chat_template: bool) -> tuple[str, tuple[int, i
 
 
 def _decoder_parts(model):
-    """(embeddings, decoder layers, final norm) modules of a causal LM."""
-    import torch
+    """(inner model, embeddings, decoder blocks, final norm) of a causal LM, by its architecture's
+    layout (:mod:`consistbench.reference_method.merge.layout`: the same table the merge assigns
+    tensors by, so row l is measured at the block whose tensors get row l's weights)."""
+    from consistbench.reference_method.merge.layout import model_modules
 
     inner = getattr(model, getattr(model, "base_model_prefix", "model"), None) or model
-    n = int(getattr(model.config, "num_hidden_layers", 0) or 0)
-    layers = None
-    for module in inner.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n and n > 0:
-            layers = module
-            break
-    norm = getattr(inner, "norm", None) or getattr(inner, "final_layernorm", None) or getattr(inner, "ln_f", None)
-    if layers is None or norm is None:
-        raise ConsistbenchError(f"cannot find the decoder layers and final norm of {type(model).__name__}")
-    return inner, model.get_input_embeddings(), layers, norm
+    embed, layers, norm = model_modules(model)
+    return inner, embed, layers, norm
 
 
 def row_keys(num_layers: int) -> list[str]:
@@ -400,6 +394,7 @@ def compute_weights(base: str | Path, models: Sequence[str | Path], dev: str | P
     from consistbench.benchmark import __version__
     from consistbench.reference_method.merge.checks import check_models
     from consistbench.reference_method.merge.io import LazyModel
+    from consistbench.reference_method.merge.layout import assign, layout_for, num_layers
 
     options = options or WeightsOptions()
     if not models:
@@ -415,6 +410,9 @@ def compute_weights(base: str | Path, models: Sequence[str | Path], dev: str | P
         ref = LazyModel(base, label=f"base ({Path(base).name})")
         others = [LazyModel(m, label=lbl) for m, lbl in zip(models, labels)]
         check_models(ref, others)
+        # the merge will weigh every tensor by its layer: refuse an architecture it cannot map now
+        layout = layout_for(ref.config, ref.label)
+        assign(ref.tensors, layout, num_layers(ref.config, layout, ref.label), ref.label)
         queries = load_queries(dev, options.max_queries)
         dev_meta = {"path": str(Path(dev).resolve()) if isinstance(dev, (str, Path)) else None,
                     "n_queries": len(queries), "sha256": queries_digest(queries)}
