@@ -441,10 +441,59 @@ def _unique_labels(models: Sequence[str | Path]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # files
 
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    path: str
+    label: str
+
+
+class _Dev(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    path: str | None
+    n_queries: int = Field(ge=0)
+    sha256: str
+
+
+class _BaseDistances(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=True)
+
+    embed: float
+    layers: list[float]
+    final: float
+
+
+class _WeightsDocument(BaseModel):
+    """Everything a weights file must hold besides the weights themselves (checked below), so a
+    merge fails on a bad file before it writes anything, not at its model-card step."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: int
+    base: _Entry
+    models: list[_Entry] = Field(min_length=1)
+    dev: _Dev
+    num_layers: int = Field(ge=0)
+    options: WeightsOptions
+    weights: dict
+    base_distances: _BaseDistances | None = None
+
+
 def check_weights_doc(doc: dict, where: str = "weights") -> dict:
-    """Validate a weights document's shape and that every weight is finite (ConsistbenchError)."""
+    """Validate a whole weights document: its sections (models, base, dev set, options, base
+    distances), the shape of the weights and that every weight is finite (ConsistbenchError)."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ConsistbenchError(f"{where}: not a consistbench consistency-weights file")
+    try:
+        parsed = _WeightsDocument.model_validate(doc)
+    except ValidationError as exc:
+        from consistbench.reference_method.merge.config import validation_message
+
+        raise ConsistbenchError(validation_message(exc, f"{where}: malformed weights file")) from None
+    if parsed.version != FORMAT_VERSION:
+        raise ConsistbenchError(f"{where}: weights file format version {parsed.version}, this consistbench reads "
+                                f"version {FORMAT_VERSION}")
     try:
         k = len(doc["models"])
         n = int(doc["num_layers"])
@@ -455,6 +504,9 @@ def check_weights_doc(doc: dict, where: str = "weights") -> dict:
         raise ConsistbenchError(f"{where}: malformed weights file ({exc})") from None
     if len(w["layers"]) != n:
         raise ConsistbenchError(f"{where}: {len(w['layers'])} layer rows but num_layers is {n}")
+    if parsed.base_distances is not None and len(parsed.base_distances.layers) != n:
+        raise ConsistbenchError(f"{where}: base_distances has {len(parsed.base_distances.layers)} layer values "
+                                f"but num_layers is {n}")
     for row, values in rows:
         if not isinstance(values, list) or len(values) != k:
             raise ConsistbenchError(f"{where}: {row} has {len(values) if isinstance(values, list) else '?'} "

@@ -485,6 +485,23 @@ def test_bad_weights_file_for_other_models(pico, tmp_path, capsys):
     _fails(tmp_path, cfg, capsys, "two.json")
 
 
+def test_bad_weights_file_sections_fail_before_anything_is_written(pico, tmp_path, capsys):
+    """A weights file whose weights are fine but which lacks what the model card reads (options,
+    dev set) or holds a bad option fails with one line up front, not with a traceback later."""
+    wfile = write_weights_doc(tmp_path / "w.json", pico, ROWS)
+    cfg = config(pico, "consistency", parameters={"weights_file": str(wfile)}).model_dump()
+    full = json.loads(wfile.read_text())
+    for drop, fragment in (("options", "options"), ("dev", "dev"), ("base", "base")):
+        wfile.write_text(json.dumps({k: v for k, v in full.items() if k != drop}))
+        _fails(tmp_path, cfg, capsys, "w.json", fragment, "required")
+    wfile.write_text(json.dumps({k: v for k, v in full.items() if k not in ("options", "dev")}))
+    _fails(tmp_path, cfg, capsys, "w.json", "malformed weights file")
+    wfile.write_text(json.dumps(dict(full, options=dict(full["options"], distance="cosine"))))
+    _fails(tmp_path, cfg, capsys, "w.json", "options.distance")
+    wfile.write_text(json.dumps(dict(full, base_distances={"embed": 0.1, "layers": [0.1], "final": 0.2})))
+    _fails(tmp_path, cfg, capsys, "w.json", "base_distances")
+
+
 def test_bad_nan_in_a_model_is_caught_in_the_output(pico, tmp_path, capsys):
     bad = pico_models.copy_model(pico["ft2"], tmp_path / "nanmodel")
     pico_models.rewrite_tensor(bad, "model.layers.2.self_attn.v_proj.weight", lambda t: t.index_fill(0, torch.tensor([3]), math.nan))
