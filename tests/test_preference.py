@@ -365,6 +365,92 @@ def test_wrpo_cli_loss_decreases_and_saves(tiny_llama_dir, tmp_path):
     load(out)  # a plain model
 
 
+def tok_of(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def _logps(model_dir, examples, with_source=True):
+    from consistbench.reference_method.preference.collator import completion_logps
+
+    model = load(model_dir).eval()
+    batch = PreferenceCollator(model.config.pad_token_id or 0, with_source=with_source)(examples)
+    with torch.no_grad():
+        return completion_logps(model, batch)
+
+
+def test_wrpo_target_sft_stage_runs_first_and_is_the_reference(tiny_llama_dir, tmp_path, monkeypatch):
+    """The published pipeline: the target is fine-tuned on the source answers of a third of the
+    question groups, then WRPO trains from that SFT model, which is also its reference policy."""
+    from consistbench.reference_method.preference.wrpo_trainer import WRPOTrainer
+    from tests.pico_models import load_state
+
+    captured = {}
+    original = WRPOTrainer._precompute_ref_logps
+
+    def spy(self, dataset, name, batch_size):
+        captured["dataset"] = original(self, dataset, name, batch_size)
+        return captured["dataset"]
+
+    monkeypatch.setattr(WRPOTrainer, "_precompute_ref_logps", spy)
+    prefs = write_prefs(tmp_path / "prefs.jsonl")
+    out = tmp_path / "wrpo"
+    rc = main(["ref", "wrpo", "--data", str(prefs), "--model", str(tiny_llama_dir), "--output-dir", str(out),
+               "--allow-pad-eq-eos", "--max-steps", "2", "--batch-size", "2", "--learning-rate", "1e-3",
+               "--target-sft-learning-rate", "1e-2", "--use-cpu"])
+    assert rc == 0
+    card = _card(out)
+    sft_dir = out.with_name(out.name + ".target_sft")
+    stage = card["target_sft"]
+    assert stage["enabled"] is True and Path(stage["model"]) == sft_dir.resolve()
+    assert stage["rows"] == 1 and stage["trained_rows"] == 1 and stage["global_step"] >= 1  # 1 of 4 groups
+    assert stage["training"]["alpha"] == 0.0 and stage["training"]["learning_rate"] == 1e-2
+    assert card["data"]["trained_rows"] == 3 and card["training"]["target_sft"] is True
+    assert card["references"] == [str(sft_dir.resolve())] and card["base_model"] == str(tiny_llama_dir.resolve())
+    sft_card = json.loads((sft_dir / "consistbench_train.json").read_text())
+    assert sft_card["method"] == "target_sft" and "target-SFT" in (sft_dir / "README.md").read_text()
+    # the SFT stage changed the weights, towards the source answer it was trained on
+    base_state, sft_state = load_state(tiny_llama_dir), load_state(sft_dir)
+    assert max(float((sft_state[k] - base_state[k]).abs().max()) for k in base_state) > 1e-3
+    # the SFT group (recorded) is not among the WRPO rows, and its source answer became likelier
+    from consistbench.reference_method.preference.train import split_for_target_sft
+
+    sft_part, wrpo_part, groups = split_for_target_sft(pref_rows(), 1 / 3, card["training"]["seed"])
+    assert stage["groups"] == groups == [r["group_id"] for r in sft_part] and len(captured["dataset"]) == len(wrpo_part) == 3
+    cols, _ = tokenize_rows(sft_part, tok_of(tiny_llama_dir), completions=("chosen", "rejected", "source"),
+                            max_length=None)
+    example = [{k: v[0] for k, v in cols.items()}]
+    source_logp = {d: _logps(d, example)[2].item() for d in (tiny_llama_dir, sft_dir)}
+    assert source_logp[sft_dir] > source_logp[tiny_llama_dir] + 1e-3
+    # WRPO's reference log-probs are the SFT model's, not the base's
+    ds = captured["dataset"]
+    examples = [ds[i] for i in range(len(ds))]
+    ref = torch.cat([torch.tensor(ds[c]) for c in ("ref_chosen_logps", "ref_rejected_logps", "ref_source_logps")])
+    torch.testing.assert_close(_logps(sft_dir, examples), ref, rtol=1e-5, atol=1e-4)
+    assert float((_logps(tiny_llama_dir, examples) - ref).abs().max()) > 1e-3
+
+
+def test_wrpo_no_target_sft_skips_the_stage(tiny_llama_dir, tmp_path, capsys):
+    prefs = write_prefs(tmp_path / "prefs.jsonl")
+    out = tmp_path / "wrpo"
+    rc = main(["ref", "wrpo", "--data", str(prefs), "--model", str(tiny_llama_dir), "--output-dir", str(out),
+               "--allow-pad-eq-eos", "--max-steps", "1", "--batch-size", "4", "--no-target-sft", "--use-cpu"])
+    assert rc == 0
+    card = _card(out)
+    assert card["target_sft"] == {"enabled": False} and card["training"]["target_sft"] is False
+    assert card["data"]["trained_rows"] == len(QA) and card["references"] == [str(tiny_llama_dir.resolve())]
+    assert not out.with_name(out.name + ".target_sft").exists()
+    # with the stage on, a file of one question group cannot be split: one line, nothing written
+    one = write_prefs(tmp_path / "one.jsonl", pref_rows()[:1])
+    capsys.readouterr()
+    assert main(["ref", "wrpo", "--data", str(one), "--model", str(tiny_llama_dir), "--output-dir",
+                 str(tmp_path / "o"), "--allow-pad-eq-eos", "--use-cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "two question groups" in err and "\n" not in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.target_sft").exists()
+
+
 def test_mrpo_cli_lora_loss_decreases(tiny_llama_dir, other_ref_dir, tmp_path):
     prefs = write_prefs(tmp_path / "prefs.jsonl")
     out = tmp_path / "mrpo"

@@ -45,7 +45,9 @@ _COMMON = {"beta": "beta", "learning_rate": "learning_rate", "epochs": "num_trai
            "lora_target_modules": "lora_target_modules", "allow_pad_eq_eos": "allow_pad_eq_eos",
            "trust_remote_code": "trust_remote_code", "use_cpu": "use_cpu", "checkpoint_dir": "output_dir",
            "logging_steps": "logging_steps"}
-_WRPO = {"alpha_max": "alpha_max", "alpha_warmup_ratio": "alpha_warmup_ratio"}
+_WRPO = {"alpha_max": "alpha_max", "alpha_warmup_ratio": "alpha_warmup_ratio",
+         "target_sft_fraction": "target_sft_fraction", "target_sft_learning_rate": "target_sft_learning_rate",
+         "target_sft_epochs": "target_sft_epochs"}
 _MRPO = {"reference_combination": "reference_combination", "clip_epsilon": "clip_epsilon", "weighting": "weighting",
          "reference_weights": "reference_weights"}
 
@@ -58,6 +60,8 @@ def build_config(args, method: str):
         value = getattr(args, opt, None)
         if value is not None and value is not False:
             fields[name] = value
+    if method == "wrpo" and getattr(args, "target_sft", None) is False:
+        fields["target_sft"] = False  # --no-target-sft
     fields.setdefault("disable_tqdm", not args.progress)
     try:
         if method == "wrpo":
@@ -77,7 +81,8 @@ def _train(args, method: str) -> int:
     config = build_config(args, method)
     refs = getattr(args, "reference", None) or []
     out = train_preference(method, _default_model(args.model), args.data, args.output_dir, config, references=refs,
-                           overwrite=args.overwrite, keep_checkpoints=args.keep_checkpoints)
+                           overwrite=args.overwrite, keep_checkpoints=args.keep_checkpoints,
+                           target_sft_dir=getattr(args, "target_sft_dir", None))
     print(f"wrote {out}")
     return 0
 
@@ -140,6 +145,14 @@ def add_ref(rsub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("WRPO")
     g.add_argument("--alpha-max", type=float, default=None, help="final fusion coefficient (default 0.1)")
     g.add_argument("--alpha-warmup-ratio", type=float, default=None, help="share of steps for the 0 -> max ramp (default 1)")
+    g = p.add_argument_group("WRPO target-SFT stage (the published pipeline: SFT on the source answers, then WRPO)")
+    g.add_argument("--no-target-sft", dest="target_sft", action="store_false", default=None,
+                   help="skip the stage: WRPO from --model on every row")
+    g.add_argument("--target-sft-fraction", type=float, default=None,
+                   help="share of question groups for the SFT stage, the rest for WRPO (default 1/3, as the paper)")
+    g.add_argument("--target-sft-learning-rate", type=float, default=None, help="SFT learning rate (default 2e-5)")
+    g.add_argument("--target-sft-epochs", type=float, default=None, help="SFT epochs (default 1)")
+    g.add_argument("--target-sft-dir", default=None, help="where the SFT model goes (default: <output-dir>.target_sft)")
     p.set_defaults(func=lambda a: _train(a, "wrpo"))
 
     p = rsub.add_parser("mrpo", help="MRPO (Le et al., 2024): DPO against several reference models")
