@@ -159,20 +159,14 @@ def _render(tokenizer, q: Query, chat_template: bool) -> tuple[str, tuple[int, i
 
 
 def _decoder_parts(model):
-    """(embeddings, decoder layers, final norm) modules of a causal LM."""
-    import torch
+    """(inner model, embeddings, decoder blocks, final norm) of a causal LM, by its architecture's
+    layout (:mod:`consistbench.reference_method.merge.layout`: the same table the merge assigns
+    tensors by, so row l is measured at the block whose tensors get row l's weights)."""
+    from consistbench.reference_method.merge.layout import model_modules
 
     inner = getattr(model, getattr(model, "base_model_prefix", "model"), None) or model
-    n = int(getattr(model.config, "num_hidden_layers", 0) or 0)
-    layers = None
-    for module in inner.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n and n > 0:
-            layers = module
-            break
-    norm = getattr(inner, "norm", None) or getattr(inner, "final_layernorm", None) or getattr(inner, "ln_f", None)
-    if layers is None or norm is None:
-        raise ConsistbenchError(f"cannot find the decoder layers and final norm of {type(model).__name__}")
-    return inner, model.get_input_embeddings(), layers, norm
+    embed, layers, norm = model_modules(model)
+    return inner, embed, layers, norm
 
 
 def row_keys(num_layers: int) -> list[str]:
@@ -400,6 +394,7 @@ def compute_weights(base: str | Path, models: Sequence[str | Path], dev: str | P
     from consistbench.benchmark import __version__
     from consistbench.reference_method.merge.checks import check_models
     from consistbench.reference_method.merge.io import LazyModel
+    from consistbench.reference_method.merge.layout import assign, layout_for, num_layers
 
     options = options or WeightsOptions()
     if not models:
@@ -415,6 +410,9 @@ def compute_weights(base: str | Path, models: Sequence[str | Path], dev: str | P
         ref = LazyModel(base, label=f"base ({Path(base).name})")
         others = [LazyModel(m, label=lbl) for m, lbl in zip(models, labels)]
         check_models(ref, others)
+        # the merge will weigh every tensor by its layer: refuse an architecture it cannot map now
+        layout = layout_for(ref.config, ref.label)
+        assign(ref.tensors, layout, num_layers(ref.config, layout, ref.label), ref.label)
         queries = load_queries(dev, options.max_queries)
         dev_meta = {"path": str(Path(dev).resolve()) if isinstance(dev, (str, Path)) else None,
                     "n_queries": len(queries), "sha256": queries_digest(queries)}
@@ -443,10 +441,59 @@ def _unique_labels(models: Sequence[str | Path]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # files
 
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    path: str
+    label: str
+
+
+class _Dev(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    path: str | None
+    n_queries: int = Field(ge=0)
+    sha256: str
+
+
+class _BaseDistances(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=True)
+
+    embed: float
+    layers: list[float]
+    final: float
+
+
+class _WeightsDocument(BaseModel):
+    """Everything a weights file must hold besides the weights themselves (checked below), so a
+    merge fails on a bad file before it writes anything, not at its model-card step."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: int
+    base: _Entry
+    models: list[_Entry] = Field(min_length=1)
+    dev: _Dev
+    num_layers: int = Field(ge=0)
+    options: WeightsOptions
+    weights: dict
+    base_distances: _BaseDistances | None = None
+
+
 def check_weights_doc(doc: dict, where: str = "weights") -> dict:
-    """Validate a weights document's shape and that every weight is finite (ConsistbenchError)."""
+    """Validate a whole weights document: its sections (models, base, dev set, options, base
+    distances), the shape of the weights and that every weight is finite (ConsistbenchError)."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ConsistbenchError(f"{where}: not a consistbench consistency-weights file")
+    try:
+        parsed = _WeightsDocument.model_validate(doc)
+    except ValidationError as exc:
+        from consistbench.reference_method.merge.config import validation_message
+
+        raise ConsistbenchError(validation_message(exc, f"{where}: malformed weights file")) from None
+    if parsed.version != FORMAT_VERSION:
+        raise ConsistbenchError(f"{where}: weights file format version {parsed.version}, this consistbench reads "
+                                f"version {FORMAT_VERSION}")
     try:
         k = len(doc["models"])
         n = int(doc["num_layers"])
@@ -457,6 +504,9 @@ def check_weights_doc(doc: dict, where: str = "weights") -> dict:
         raise ConsistbenchError(f"{where}: malformed weights file ({exc})") from None
     if len(w["layers"]) != n:
         raise ConsistbenchError(f"{where}: {len(w['layers'])} layer rows but num_layers is {n}")
+    if parsed.base_distances is not None and len(parsed.base_distances.layers) != n:
+        raise ConsistbenchError(f"{where}: base_distances has {len(parsed.base_distances.layers)} layer values "
+                                f"but num_layers is {n}")
     for row, values in rows:
         if not isinstance(values, list) or len(values) != k:
             raise ConsistbenchError(f"{where}: {row} has {len(values) if isinstance(values, list) else '?'} "

@@ -93,12 +93,18 @@ class LoraArguments:
             n = model.config.num_hidden_layers
             if self.lora_layers > n:
                 raise ValueError(f"lora_layers={self.lora_layers} but the model has {n} layers")
+            from consistbench.reference_method.merge.layout import layout_for
+
+            blocks = layout_for(model.config.to_dict(), type(model).__name__).blocks
             extra["layers_to_transform"] = list(range(n - self.lora_layers, n))
-            if targets == ["all-linear"]:  # peft needs names with layers_to_transform: every linear of a layer
+            extra["layers_pattern"] = blocks.rsplit(".", 1)[-1]  # "layers", "h", "blocks": the block list's name
+            blocks += "."
+            if targets == ["all-linear"]:  # peft needs names with layers_to_transform: every linear of a block
                 import torch
+                from transformers.pytorch_utils import Conv1D
 
                 targets = sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
-                                  if isinstance(mod, torch.nn.Linear) and ".layers." in name})
+                                  if isinstance(mod, (torch.nn.Linear, Conv1D)) and name.startswith(blocks)})
         return LoraConfig(task_type=TaskType.CAUSAL_LM, r=self.lora_r, lora_alpha=self.lora_alpha,
                           lora_dropout=self.lora_dropout,
                           target_modules=targets[0] if targets == ["all-linear"] else list(targets), **extra)

@@ -231,7 +231,7 @@ def test_cli_ref_weights_and_merge_with_them(pico, dev_rows, tmp_path, capsys):
     cfg = tmp_path / "merge.yaml"
     cfg.write_text(f"method: consistency\nbase: {pico['base']}\nmodels: [{', '.join(str(pico[m]) for m in FTS)}]\n"
                    f"parameters: {{weights_file: weights.json}}\n")
-    assert main(["merge", str(cfg), str(tmp_path / "merged"), "--quiet"]) == 0
+    assert main(["merge", str(cfg), "-o", str(tmp_path / "merged"), "--quiet"]) == 0
     card = (tmp_path / "merged" / "README.md").read_text()
     assert "inverse_power" in card and "sha256" in card
 

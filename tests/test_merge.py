@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,18 @@ from consistbench.benchmark.cli import main
 from consistbench.benchmark.errors import ConsistbenchError
 from consistbench.reference_method.merge import MergeConfig, export_mergekit, merge
 from consistbench.reference_method.merge.ops import merge_utils, tensor_seed
-from consistbench.reference_method.merge.plan import tensor_group
 from tests import pico_models
 from tests.pico_models import load_state
 
 FTS = ("ft1", "ft2", "ft3")
+
+
+def llama_group(name: str) -> int | str:
+    """Where a pico Llama tensor belongs, written out for the tests (not the code under test)."""
+    m = re.match(r"model\.layers\.(\d+)\.", name)
+    if m:
+        return int(m.group(1))
+    return "embed" if name.startswith("model.embed_tokens.") else "final"
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +65,7 @@ def test_pico_family_is_what_the_tests_assume(pico, states):
     assert len(list(pico["ft1"].glob("*.safetensors"))) >= 2, "ft1 must be sharded"
     assert (pico["ft1"] / "model.safetensors.index.json").is_file()
     assert "lm_head.weight" not in states["base"]  # tied embeddings
-    assert any(tensor_group(n) == "final" for n in states["base"])
+    assert any(llama_group(n) == "final" for n in states["base"])
     assert not torch.equal(states["ft1"]["model.norm.weight"], states["base"]["model.norm.weight"])
 
 
@@ -200,7 +208,7 @@ def _consistency_expected(states, rows, deltas_fn=None):
     b = states["base"]
     out = {}
     for n in b:
-        g = tensor_group(n)
+        g = llama_group(n)
         w = rows["layers"][g] if isinstance(g, int) else rows[g]
         deltas = [states[m][n] - b[n] for m in FTS]
         if deltas_fn:
@@ -300,7 +308,7 @@ def test_cli_merge_yaml_with_relative_paths_and_card(pico, tmp_path, capsys):
     cfg = {"method": "task_arithmetic", "base": str(pico["base"]),
            "models": [{"path": str(pico["ft1"]), "weight": 0.5}, str(pico["ft3"])]}
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(cfg))
-    assert main(["merge", str(tmp_path / "m.yaml"), str(tmp_path / "out"), "--quiet"]) == 0
+    assert main(["merge", str(tmp_path / "m.yaml"), "-o", str(tmp_path / "out"), "--quiet"]) == 0
     out = tmp_path / "out"
     for f in ("README.md", "merge_config.yaml", "config.json", "tokenizer.json", "model.safetensors"):
         assert (out / f).is_file(), f
@@ -387,7 +395,7 @@ def _fails(tmp_path: Path, cfg: dict | MergeConfig, capsys, *fragments: str) -> 
     path.write_text(yaml.safe_dump(data))
     out = tmp_path / "merged"
     capsys.readouterr()
-    assert main(["merge", str(path), str(out), "--quiet"]) == 2
+    assert main(["merge", str(path), "-o", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("consistbench: error:") and "\n" not in err, err
     for f in fragments:
@@ -475,6 +483,23 @@ def test_bad_weights_file_for_other_models(pico, tmp_path, capsys):
                               models=("ft1", "ft2"))
     cfg = config(pico, "consistency", parameters={"weights_file": str(wfile)}).model_dump()
     _fails(tmp_path, cfg, capsys, "two.json")
+
+
+def test_bad_weights_file_sections_fail_before_anything_is_written(pico, tmp_path, capsys):
+    """A weights file whose weights are fine but which lacks what the model card reads (options,
+    dev set) or holds a bad option fails with one line up front, not with a traceback later."""
+    wfile = write_weights_doc(tmp_path / "w.json", pico, ROWS)
+    cfg = config(pico, "consistency", parameters={"weights_file": str(wfile)}).model_dump()
+    full = json.loads(wfile.read_text())
+    for drop, fragment in (("options", "options"), ("dev", "dev"), ("base", "base")):
+        wfile.write_text(json.dumps({k: v for k, v in full.items() if k != drop}))
+        _fails(tmp_path, cfg, capsys, "w.json", fragment, "required")
+    wfile.write_text(json.dumps({k: v for k, v in full.items() if k not in ("options", "dev")}))
+    _fails(tmp_path, cfg, capsys, "w.json", "malformed weights file")
+    wfile.write_text(json.dumps(dict(full, options=dict(full["options"], distance="cosine"))))
+    _fails(tmp_path, cfg, capsys, "w.json", "options.distance")
+    wfile.write_text(json.dumps(dict(full, base_distances={"embed": 0.1, "layers": [0.1], "final": 0.2})))
+    _fails(tmp_path, cfg, capsys, "w.json", "base_distances")
 
 
 def test_bad_nan_in_a_model_is_caught_in_the_output(pico, tmp_path, capsys):

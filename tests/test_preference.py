@@ -4,6 +4,7 @@ losses that decrease, preference data formation, and bad input."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def test_mrpo_clip_and_weights():
     rejected = torch.tensor([[-12.0, -12.0, -20.0]])
     clipped = clip_to_main(chosen, 0.1)
     assert clipped[0].tolist() == pytest.approx([-10.0, -11.0, -10.5])  # -30 clipped into [-11, -9]
-    c, r, w = virtual_reference(chosen, rejected, eps=0.1)
+    c, r, w = virtual_reference(chosen, rejected, eps=0.1, combination="log_linear")
     # clipped rejected: [-12, -12, -13.2]; gaps |c - r|: 2, 1, 2.7 -> weights in that proportion
     assert w[0].tolist() == pytest.approx([2 / 5.7, 1 / 5.7, 2.7 / 5.7])
     assert c.item() == pytest.approx((2 * -10 + 1 * -11 + 2.7 * -10.5) / 5.7)
@@ -125,10 +126,107 @@ def test_mrpo_clip_and_weights():
     assert reference_weights(chosen, rejected, "uniform")[0].tolist() == pytest.approx([1 / 3] * 3)
     assert reference_weights(chosen, rejected, fixed=[2, 1, 1])[0].tolist() == pytest.approx([0.5, 0.25, 0.25])
     same = torch.tensor([[-5.0, -5.0]]), torch.tensor([[-6.0, -6.0]])
-    c, r, _ = virtual_reference(*same, eps=0.1)
-    assert (c.item(), r.item()) == pytest.approx((-5.0, -6.0))
+    for combination in ("lower_bound", "log_linear"):
+        c, r, _ = virtual_reference(*same, eps=0.1, combination=combination)
+        assert (c.item(), r.item()) == pytest.approx((-5.0, -6.0))
     with pytest.raises(ValueError):
         reference_weights(chosen, rejected, fixed=[1.0])
+
+
+# Reference log-probs for the MRPO formula tests: B = 4 pairs, K = 3 references (main first),
+# sequence-level values; the extra references are sometimes inside the clip range, sometimes far.
+MRPO_CHOSEN = [[-40.0, -42.0, -70.0], [-25.0, -24.0, -26.5], [-60.0, -20.0, -61.0], [-12.0, -12.5, -11.0]]
+MRPO_REJECTED = [[-45.0, -44.0, -41.0], [-30.0, -35.0, -28.0], [-58.0, -59.0, -90.0], [-18.0, -13.0, -19.5]]
+
+
+def paper_virtual_reference(chosen_row, rejected_row, eps):
+    """The published MRPO virtual reference written out with probabilities, one pair at a time:
+    log(1 / sum_k a_k / pi_k) (K = 2: log(pi_1 pi_2 / (a_1 pi_2 + a_2 pi_1))), weights from the
+    unclipped gaps, the extra references clipped around the main one with the per-pair range."""
+    k = len(chosen_row)
+    gaps = [abs(c - r) for c, r in zip(chosen_row, rejected_row)]
+    shares = [g / sum(gaps) for g in gaps]
+    a = [(1 - c) / (k - 1) for c in shares]
+    m_w, m_l = abs(sum(chosen_row) / k), abs(sum(rejected_row) / k)
+    eps_w, eps_l = eps * m_w / (m_w + m_l), eps * m_l / (m_w + m_l)
+
+    def clipped(row, e):
+        lo, hi = sorted(((1 - e) * row[0], (1 + e) * row[0]))
+        return [row[0]] + [min(max(x, lo), hi) for x in row[1:]]
+
+    out = []
+    for row, e in ((chosen_row, eps_w), (rejected_row, eps_l)):
+        pi = [math.exp(x) for x in clipped(row, e)]
+        if k == 2:
+            out.append(math.log(pi[0] * pi[1] / (a[0] * pi[1] + a[1] * pi[0])))
+        else:
+            out.append(math.log(1.0 / sum(ak / p for ak, p in zip(a, pi))))
+    return out[0], out[1], a
+
+
+def authors_two_reference_code(main_c, main_r, ext_c, ext_r, eta=0.1):
+    """The MRPO authors' released trainer (thaihungle/MRPO, trainer_mref.py, adaptive alpha,
+    adaptive clipping) transcribed: ``reference_*_logps`` there is the extra reference,
+    ``reference_*_logps2`` the policy's initial model (the main reference)."""
+    ref_c, ref_r, ref2_c, ref2_r = ext_c, ext_r, main_c, main_r
+    a2, a1 = ref2_c - ref2_r, ref_c - ref_r
+    alpha = torch.abs(a1) / (torch.abs(a1) + torch.abs(a2) + 1e-6)
+    b1, b2 = (ref2_c + ref_c) / 2, (ref2_r + ref_r) / 2
+    scale = torch.abs(b1) / (torch.abs(b1) + torch.abs(b2))
+    eta1, eta2 = eta * scale, eta * (1 - scale)
+    ref_c = torch.min(torch.max(ref_c, ref2_c * (1 + eta1)), ref2_c * (1 - eta1))
+    c = torch.max(ref_c, ref2_c)
+    v_c = ref_c + ref2_c - (c + torch.log(alpha * torch.exp(ref_c - c) + (1 - alpha) * torch.exp(ref2_c - c)))
+    ref_r = torch.min(torch.max(ref_r, ref2_r * (1 + eta2)), ref2_r * (1 - eta2))
+    c = torch.max(ref_r, ref2_r)
+    v_r = ref_r + ref2_r - (c + torch.log(alpha * torch.exp(ref_r - c) + (1 - alpha) * torch.exp(ref2_r - c)))
+    return v_c, v_r
+
+
+def test_mrpo_default_is_the_published_lower_bound():
+    from consistbench.reference_method.preference.mrpo_config import MRPOConfig
+
+    assert MRPOConfig(output_dir="x", use_cpu=True).reference_combination == "lower_bound"
+    chosen, rejected = torch.tensor(MRPO_CHOSEN, dtype=torch.float64), torch.tensor(MRPO_REJECTED, dtype=torch.float64)
+    for k in (2, 3):
+        c, r, w = virtual_reference(chosen[:, :k], rejected[:, :k], eps=0.1)  # the defaults
+        for i in range(len(MRPO_CHOSEN)):
+            pc, pr, a = paper_virtual_reference(MRPO_CHOSEN[i][:k], MRPO_REJECTED[i][:k], 0.1)
+            assert c[i].item() == pytest.approx(pc, abs=1e-9) and r[i].item() == pytest.approx(pr, abs=1e-9)
+            assert w[i].tolist() == pytest.approx(a, abs=1e-12)
+        # the lower bound lies below the log-linear mixture with the same weights (harmonic <= geometric
+        # mean), and the two forms differ by nats here, not by rounding
+        ll_c, _, _ = virtual_reference(chosen[:, :k], rejected[:, :k], eps=0.1, combination="log_linear")
+        assert (c - ll_c).abs().max().item() > 0.5
+    # the DPO loss on top is unchanged: -log sigmoid(beta ((pi_w - V_w) - (pi_l - V_l)))
+    c, r, _ = virtual_reference(chosen, rejected, eps=0.1)
+    pol_c, pol_r = torch.tensor([-38.0, -26.0, -50.0, -11.0]), torch.tensor([-47.0, -31.0, -57.0, -20.0])
+    pc, pr, _ = zip(*(paper_virtual_reference(a, b, 0.1) for a, b in zip(MRPO_CHOSEN, MRPO_REJECTED)))
+    expected = [-math.log(1 / (1 + math.exp(-0.1 * ((float(x) - y) - (float(z) - u)))))
+                for x, y, z, u in zip(pol_c, pc, pol_r, pr)]
+    got = -torch.nn.functional.logsigmoid(0.1 * ((pol_c - c.float()) - (pol_r - r.float())))
+    assert got.tolist() == pytest.approx(expected, abs=1e-5)
+
+
+def test_mrpo_two_references_equal_the_authors_code():
+    chosen, rejected = torch.tensor(MRPO_CHOSEN, dtype=torch.float64), torch.tensor(MRPO_REJECTED, dtype=torch.float64)
+    for eps in (0.1, 0.3):
+        for extra in (1, 2):  # each extra reference with the main one
+            c2, r2 = chosen[:, [0, extra]], rejected[:, [0, extra]]
+            ours_c, ours_r, _ = virtual_reference(c2, r2, eps=eps)
+            theirs_c, theirs_r = authors_two_reference_code(c2[:, 0], r2[:, 0], c2[:, 1], r2[:, 1], eta=eps)
+            # the authors add 1e-6 to alpha's denominator: differences of that order only
+            torch.testing.assert_close(ours_c, theirs_c, rtol=0, atol=1e-5)
+            torch.testing.assert_close(ours_r, theirs_r, rtol=0, atol=1e-5)
+
+
+def test_mrpo_reference_combination_is_validated():
+    from consistbench.reference_method.preference.mrpo_config import MRPOConfig
+
+    assert MRPOConfig(output_dir="x", use_cpu=True, reference_combination="log_linear").method_settings()[
+        "reference_combination"] == "log_linear"
+    with pytest.raises(ValueError, match="reference_combination"):
+        MRPOConfig(output_dir="x", use_cpu=True, reference_combination="geometric")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,6 +365,92 @@ def test_wrpo_cli_loss_decreases_and_saves(tiny_llama_dir, tmp_path):
     load(out)  # a plain model
 
 
+def tok_of(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
+def _logps(model_dir, examples, with_source=True):
+    from consistbench.reference_method.preference.collator import completion_logps
+
+    model = load(model_dir).eval()
+    batch = PreferenceCollator(model.config.pad_token_id or 0, with_source=with_source)(examples)
+    with torch.no_grad():
+        return completion_logps(model, batch)
+
+
+def test_wrpo_target_sft_stage_runs_first_and_is_the_reference(tiny_llama_dir, tmp_path, monkeypatch):
+    """The published pipeline: the target is fine-tuned on the source answers of a third of the
+    question groups, then WRPO trains from that SFT model, which is also its reference policy."""
+    from consistbench.reference_method.preference.wrpo_trainer import WRPOTrainer
+    from tests.pico_models import load_state
+
+    captured = {}
+    original = WRPOTrainer._precompute_ref_logps
+
+    def spy(self, dataset, name, batch_size):
+        captured["dataset"] = original(self, dataset, name, batch_size)
+        return captured["dataset"]
+
+    monkeypatch.setattr(WRPOTrainer, "_precompute_ref_logps", spy)
+    prefs = write_prefs(tmp_path / "prefs.jsonl")
+    out = tmp_path / "wrpo"
+    rc = main(["ref", "wrpo", "--data", str(prefs), "--model", str(tiny_llama_dir), "-o", str(out),
+               "--allow-pad-eq-eos", "--max-steps", "2", "--per-device-train-batch-size", "2", "--learning-rate", "1e-3",
+               "--target-sft-learning-rate", "1e-2", "--use-cpu"])
+    assert rc == 0
+    card = _card(out)
+    sft_dir = out.with_name(out.name + ".target_sft")
+    stage = card["target_sft"]
+    assert stage["enabled"] is True and Path(stage["model"]) == sft_dir.resolve()
+    assert stage["rows"] == 1 and stage["trained_rows"] == 1 and stage["global_step"] >= 1  # 1 of 4 groups
+    assert stage["training"]["alpha"] == 0.0 and stage["training"]["learning_rate"] == 1e-2
+    assert card["data"]["trained_rows"] == 3 and card["training"]["target_sft"] is True
+    assert card["references"] == [str(sft_dir.resolve())] and card["base_model"] == str(tiny_llama_dir.resolve())
+    sft_card = json.loads((sft_dir / "consistbench_train.json").read_text())
+    assert sft_card["method"] == "target_sft" and "target-SFT" in (sft_dir / "README.md").read_text()
+    # the SFT stage changed the weights, towards the source answer it was trained on
+    base_state, sft_state = load_state(tiny_llama_dir), load_state(sft_dir)
+    assert max(float((sft_state[k] - base_state[k]).abs().max()) for k in base_state) > 1e-3
+    # the SFT group (recorded) is not among the WRPO rows, and its source answer became likelier
+    from consistbench.reference_method.preference.train import split_for_target_sft
+
+    sft_part, wrpo_part, groups = split_for_target_sft(pref_rows(), 1 / 3, card["training"]["seed"])
+    assert stage["groups"] == groups == [r["group_id"] for r in sft_part] and len(captured["dataset"]) == len(wrpo_part) == 3
+    cols, _ = tokenize_rows(sft_part, tok_of(tiny_llama_dir), completions=("chosen", "rejected", "source"),
+                            max_length=None)
+    example = [{k: v[0] for k, v in cols.items()}]
+    source_logp = {d: _logps(d, example)[2].item() for d in (tiny_llama_dir, sft_dir)}
+    assert source_logp[sft_dir] > source_logp[tiny_llama_dir] + 1e-3
+    # WRPO's reference log-probs are the SFT model's, not the base's
+    ds = captured["dataset"]
+    examples = [ds[i] for i in range(len(ds))]
+    ref = torch.cat([torch.tensor(ds[c]) for c in ("ref_chosen_logps", "ref_rejected_logps", "ref_source_logps")])
+    torch.testing.assert_close(_logps(sft_dir, examples), ref, rtol=1e-5, atol=1e-4)
+    assert float((_logps(tiny_llama_dir, examples) - ref).abs().max()) > 1e-3
+
+
+def test_wrpo_no_target_sft_skips_the_stage(tiny_llama_dir, tmp_path, capsys):
+    prefs = write_prefs(tmp_path / "prefs.jsonl")
+    out = tmp_path / "wrpo"
+    rc = main(["ref", "wrpo", "--data", str(prefs), "--model", str(tiny_llama_dir), "-o", str(out),
+               "--allow-pad-eq-eos", "--max-steps", "1", "--per-device-train-batch-size", "4", "--no-target-sft", "--use-cpu"])
+    assert rc == 0
+    card = _card(out)
+    assert card["target_sft"] == {"enabled": False} and card["training"]["target_sft"] is False
+    assert card["data"]["trained_rows"] == len(QA) and card["references"] == [str(tiny_llama_dir.resolve())]
+    assert not out.with_name(out.name + ".target_sft").exists()
+    # with the stage on, a file of one question group cannot be split: one line, nothing written
+    one = write_prefs(tmp_path / "one.jsonl", pref_rows()[:1])
+    capsys.readouterr()
+    assert main(["ref", "wrpo", "--data", str(one), "--model", str(tiny_llama_dir), "-o",
+                 str(tmp_path / "o"), "--allow-pad-eq-eos", "--use-cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "two question groups" in err and "\n" not in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.target_sft").exists()
+
+
 def test_mrpo_cli_lora_loss_decreases(tiny_llama_dir, other_ref_dir, tmp_path):
     prefs = write_prefs(tmp_path / "prefs.jsonl")
     out = tmp_path / "mrpo"
@@ -278,6 +462,7 @@ def test_mrpo_cli_lora_loss_decreases(tiny_llama_dir, other_ref_dir, tmp_path):
     first, last = _first_last(card["loss_history"])
     assert last < first
     assert len(card["references"]) == 2 and card["training"]["use_lora"] is True
+    assert card["training"]["reference_combination"] == "lower_bound"
     assert len(card["loss_history"][0]["weights"]) == 2
     model = load(out)
     assert not any("lora" in n for n, _ in model.named_parameters())

@@ -5,11 +5,16 @@
 with ``w_k^l`` from a weights file written by ``consistbench ref weights``
 (:mod:`consistbench.reference_method.consistency_weights`). Which weights a tensor gets:
 
-- a tensor of decoder layer l (``model.layers.<l>.*``): the row of layer l;
-- the token embeddings (and a tied ``lm_head``, which *is* that tensor): the ``embed`` row,
-  measured on the embeddings' output;
-- the final norm, an untied ``lm_head`` and any other tensor outside the layers: the ``final``
-  row, measured on the final norm's output (what ``lm_head`` reads).
+- a tensor of decoder block l (``model.layers.<l>.*`` for Llama, ``transformer.h.<l>.*`` for
+  GPT-2 / Falcon / BLOOM, ...: :mod:`consistbench.reference_method.merge.layout` reads the
+  block names from the model's ``model_type``): the row of layer l;
+- the input embeddings (token and position embeddings, an embedding norm; a tied ``lm_head``
+  *is* the token embedding tensor): the ``embed`` row, measured on the embeddings' output;
+- the final norm and an untied LM head: the ``final`` row, measured on the final norm's output
+  (what the LM head reads).
+
+A tensor that is none of these, or an architecture missing from the layout table, is refused
+before anything is written.
 
 ``non_layer: mean`` gives the embeddings and final tensors each model's mean weight over the
 layers instead; ``non_layer: base`` keeps the base's values for them (weight 0).
@@ -32,7 +37,6 @@ from pydantic import Field
 from consistbench.benchmark.errors import ConsistbenchError
 import consistbench.reference_method.merge.ops as ops
 from consistbench.reference_method.merge.methods import mergekit_doc
-from consistbench.reference_method.merge.plan import tensor_group
 from consistbench.reference_method.merge.registry import MethodParams, TensorInputs, merge_method
 
 
@@ -90,7 +94,7 @@ def _weights(config, params: ConsistencyParams, plan):
     gw = group_weights(config, params, plan.num_layers)
 
     def weights_for(name: str):
-        g = tensor_group(name)
+        g = plan.group(name)  # every tensor is assigned (build_plan with per_layer=True)
         return gw["layers"][g] if isinstance(g, int) else gw[g]
 
     return weights_for
@@ -98,12 +102,12 @@ def _weights(config, params: ConsistencyParams, plan):
 
 def _mk_consistency(config, p: ConsistencyParams, plan):
     gw = group_weights(config, p, plan.num_layers)
-    outside = [n for n in plan.names if not isinstance(tensor_group(n), int)]
+    outside = [n for n in plan.names if not isinstance(plan.group(n), int)]
     per_model = []
     for k, _m in enumerate(config.models):
         # mergekit evaluates the first matching filter: exact names outside the layers first, then
         # the per-layer list (a "gradient" with one value per layer, exact at every layer index).
-        conds = [{"filter": n, "value": gw[tensor_group(n)][k]} for n in outside]
+        conds = [{"filter": n, "value": gw[plan.group(n)][k]} for n in outside]
         conds.append({"value": [row[k] for row in gw["layers"]]})
         params = {"weight": conds}
         if p.sparsify != "none":

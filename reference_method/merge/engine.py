@@ -33,7 +33,7 @@ from consistbench.benchmark.errors import ConsistbenchError
 from consistbench.reference_method.merge.config import MergeConfig
 from consistbench.reference_method.merge.io import FLOAT_DTYPES, StreamingWriter, torch_dtype
 from consistbench.reference_method.merge.ops import RNG_BLOCK, tensor_seed
-from consistbench.reference_method.merge.plan import build_plan, tensor_group
+from consistbench.reference_method.merge.plan import build_plan
 
 # Files copied from the base (config and tokenizer); weights, READMEs and training state are not.
 COPY_FROM_BASE = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -64,7 +64,7 @@ def merge(config: MergeConfig, out_dir: str | Path, *, log: Callable[[str], None
     spec = config.method_spec()
     params = config.method_params()
     check_out_dir(config, out_dir)
-    plan = build_plan(config, needs_base=spec.needs_base)
+    plan = build_plan(config, needs_base=spec.needs_base, per_layer=spec.weights is not None)
     threads = torch.get_num_threads()
     torch.set_num_threads(config.threads)
     try:
@@ -100,7 +100,7 @@ def merge(config: MergeConfig, out_dir: str | Path, *, log: Callable[[str], None
                         writer.write(name, ref.get(name))
                         continue
                     compute = torch.float64 if info.dtype == "F64" else torch.float32
-                    g = tensor_group(name)
+                    g = plan.group(name)
                     # zero-copy views of the memory-mapped inputs; only slices are materialised
                     base_t = plan.base.get(name) if plan.base is not None else None
                     model_ts = [m.get(name) for m in plan.models]
@@ -206,7 +206,7 @@ def export_mergekit(config: MergeConfig, path: str | Path | None = None) -> dict
     params = config.method_params()
     if spec.mergekit is None:
         raise ConsistbenchError(f"merge method {spec.name!r} has no mergekit equivalent to export")
-    plan = build_plan(config, needs_base=spec.needs_base, check=False)
+    plan = build_plan(config, needs_base=spec.needs_base, check=False, per_layer=spec.weights is not None)
     try:
         doc = spec.mergekit(config, params, plan)
     finally:

@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from consistbench.benchmark.errors import ConsistbenchError
 from consistbench.reference_method.merge.checks import check_models
 from consistbench.reference_method.merge.config import MergeConfig
 from consistbench.reference_method.merge.io import LazyModel
-
-_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
-_EMBED = ("embed_tokens", "wte.", "word_embeddings", "embed_in")
-
-
-def tensor_group(name: str) -> int | str:
-    """Which part of the network a tensor belongs to.
-
-    - ``int`` l: a tensor of decoder layer l (``...layers.<l>....``);
-    - ``"embed"``: the input token embeddings (``embed_tokens`` and the like);
-    - ``"final"``: everything else outside the decoder layers: the final norm, ``lm_head``.
-    """
-    m = _LAYER.search(name)
-    if m:
-        return int(m.group(1))
-    if any(h in name for h in _EMBED):
-        return "embed"
-    return "final"
+from consistbench.reference_method.merge.layout import Layout, assign, layout_for, num_layers
 
 
 @dataclass
@@ -37,6 +19,13 @@ class MergePlan:
     models: list[LazyModel]
     names: list[str]              # tensors in reading order of the reference
     num_layers: int
+    layout: Layout | None = None  # None: the architecture is not in the layout table (per-layer methods refuse it)
+    groups: dict[str, int | str] = field(default_factory=dict)
+
+    def group(self, name: str) -> int | str | None:
+        """Decoder layer index, ``"embed"`` (input embeddings) or ``"final"`` (final norm, LM head);
+        None when the architecture's layout is unknown (only for methods without per-layer weights)."""
+        return self.groups.get(name)
 
     def close(self) -> None:
         for m in {id(m): m for m in [self.reference, *self.models]}.values():
@@ -47,8 +36,12 @@ class MergePlan:
         return self.reference.nbytes
 
 
-def build_plan(config: MergeConfig, *, needs_base: bool, check: bool = True) -> MergePlan:
-    """Open every input lazily and run the checks (ConsistbenchError on the first problem)."""
+def build_plan(config: MergeConfig, *, needs_base: bool, check: bool = True, per_layer: bool = False) -> MergePlan:
+    """Open every input lazily and run the checks (ConsistbenchError on the first problem).
+
+    ``per_layer``: the method weighs tensors by layer, so every tensor must be assigned to a
+    decoder block, the embeddings or the output side (:mod:`.layout`), or the merge is refused.
+    """
     if config.base is None:
         if needs_base:
             raise ConsistbenchError(f"merge method {config.method!r} needs a 'base' model")
@@ -60,9 +53,15 @@ def build_plan(config: MergeConfig, *, needs_base: bool, check: bool = True) -> 
     if check:
         check_models(reference, [m for m in models if m is not reference])
     names = sorted(reference.tensors, key=lambda n: (reference.tensors[n].file, reference.tensors[n].offset, n))
-    layers = [g for g in (tensor_group(n) for n in names) if isinstance(g, int)]
-    num_layers = int(reference.config.get("num_hidden_layers") or (max(layers) + 1 if layers else 0))
-    if layers and max(layers) >= num_layers:
-        raise ConsistbenchError(f"{reference.label}: tensor of layer {max(layers)} but config says {num_layers} layers")
+    try:
+        layout = layout_for(reference.config, reference.label)
+        n = num_layers(reference.config, layout, reference.label)
+        groups = assign(names, layout, n, reference.label)
+    except ConsistbenchError:
+        if per_layer:
+            raise
+        # methods that treat every tensor alike merge any architecture; layers are then unknown
+        layout, groups = None, {}
+        n = int(reference.config.get("num_hidden_layers") or 0)
     return MergePlan(reference=reference, base=ref if needs_base else None, models=models, names=names,
-                     num_layers=num_layers)
+                     num_layers=n, layout=layout, groups=groups)

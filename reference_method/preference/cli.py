@@ -55,6 +55,12 @@ class PreferenceScriptArguments:
 
 
 @dataclass
+class WRPOScriptArguments(PreferenceScriptArguments):
+    target_sft_dir: str | None = field(default=None, metadata={
+        "help": "Where the target-SFT stage's model goes (default: <output>.target_sft)."})
+
+
+@dataclass
 class MRPOScriptArguments(PreferenceScriptArguments):
     reference: list[str] = field(default_factory=list, metadata={
         "help": "Extra reference model folders (one or more); the policy itself is the main reference."})
@@ -67,7 +73,7 @@ MRPO_HELP = "MRPO (Le et al., 2024): DPO against several reference models"
 def wrpo_dataclasses() -> tuple:
     from consistbench.reference_method.preference.wrpo_config import WRPOConfig
 
-    return PreferenceScriptArguments, WRPOConfig
+    return WRPOScriptArguments, WRPOConfig
 
 
 def mrpo_dataclasses() -> tuple:
@@ -85,7 +91,8 @@ def _train(args, parsed, method: str) -> int:
     if method == "mrpo" and not refs:
         raise ConsistbenchError("ref mrpo: give at least one --reference model folder")
     out = train_preference(method, _default_model(script.model), script.data, script.output, config, references=refs,
-                           overwrite=script.overwrite, keep_checkpoints=script.keep_checkpoints)
+                           overwrite=script.overwrite, keep_checkpoints=script.keep_checkpoints,
+                           target_sft_dir=getattr(script, "target_sft_dir", None))
     print(f"wrote {out}")
     return 0
 

@@ -2,9 +2,10 @@
 
 The K references' sequence log-probabilities are columns computed before training
 (:func:`precompute_reference_logps`, one model in memory at a time). ``compute_loss`` clips and
-mixes them into ``ref_chosen_logps`` / ``ref_rejected_logps`` (:func:`virtual_reference`) and hands
-the batch to TRL's own DPO loss, so every DPO option and metric of TRL applies unchanged; only the
-reference is replaced. Formulas and defaults: :mod:`consistbench.reference_method.preference.mrpo_config`.
+combines them (:func:`virtual_reference`: the published lower bound, or a log-linear mixture)
+into ``ref_chosen_logps`` / ``ref_rejected_logps`` and hands the batch to TRL's own DPO loss, so
+every DPO option and metric of TRL applies unchanged; only the reference is replaced. Formulas
+and defaults: :mod:`consistbench.reference_method.preference.mrpo_config`.
 """
 
 from __future__ import annotations
@@ -23,17 +24,37 @@ REF_CHOSEN = "mrpo_ref_chosen_logps"
 REF_REJECTED = "mrpo_ref_rejected_logps"
 
 
-def clip_to_main(logps: torch.Tensor, eps: float) -> torch.Tensor:
-    """Clip references 2..K (columns 1..K-1 of ``logps``, shape B x K) into ``(1 +- eps) * L_1``."""
+def clip_to_main(logps: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
+    """Clip references 2..K (columns 1..K-1 of ``logps``, shape B x K) into ``sorted((1 -+ eps) * L_1)``.
+
+    ``eps`` is one number or one per row (shape B)."""
     main = logps[:, :1]
+    if isinstance(eps, torch.Tensor):
+        eps = eps.reshape(-1, 1).to(logps.dtype)
     a, b = (1 - eps) * main, (1 + eps) * main
     lo, hi = torch.minimum(a, b), torch.maximum(a, b)
     return torch.cat([main, torch.maximum(torch.minimum(logps[:, 1:], hi), lo)], dim=1)
 
 
-def reference_weights(chosen: torch.Tensor, rejected: torch.Tensor, weighting: str = "adaptive",
-                      fixed: Sequence[float] | None = None) -> torch.Tensor:
-    """Mixing weights (B x K), rows summing to 1."""
+def adaptive_clip_ranges(chosen: torch.Tensor, rejected: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pair clip ranges of the MRPO authors' code: ``eps * s`` (chosen) and ``eps * (1 - s)``
+    (rejected), ``s = |m_w| / (|m_w| + |m_l|)``, ``m`` the mean over the references of the
+    unclipped sequence log-probs (``s = 1/2`` when both means are 0)."""
+    m_w, m_l = chosen.mean(dim=1).abs(), rejected.mean(dim=1).abs()
+    total = m_w + m_l
+    s = torch.where(total > 0, m_w / total.clamp_min(torch.finfo(total.dtype).tiny), torch.full_like(total, 0.5))
+    return eps * s, eps * (1 - s)
+
+
+def confidence_shares(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+    """``c_k = |L_k(y_w) - L_k(y_l)| / sum_j |L_j(y_w) - L_j(y_l)|`` (B x K; uniform where every gap is 0)."""
+    gap = (chosen - rejected).abs()
+    total = gap.sum(dim=1, keepdim=True)
+    uniform = torch.full_like(gap, 1.0 / gap.shape[1])
+    return torch.where(total > 0, gap / total.clamp_min(torch.finfo(gap.dtype).tiny), uniform)
+
+
+def _fixed_or_uniform(chosen: torch.Tensor, weighting: str, fixed: Sequence[float] | None) -> torch.Tensor | None:
     b, k = chosen.shape
     if fixed is not None:
         if len(fixed) != k:
@@ -42,18 +63,52 @@ def reference_weights(chosen: torch.Tensor, rejected: torch.Tensor, weighting: s
         return (w / w.sum()).expand(b, k)
     if weighting == "uniform":
         return torch.full((b, k), 1.0 / k, dtype=chosen.dtype, device=chosen.device)
-    gap = (chosen - rejected).abs()
-    total = gap.sum(dim=1, keepdim=True)
-    uniform = torch.full_like(gap, 1.0 / k)
-    return torch.where(total > 0, gap / total.clamp_min(torch.finfo(gap.dtype).tiny), uniform)
+    return None
+
+
+def reference_weights(chosen: torch.Tensor, rejected: torch.Tensor, weighting: str = "adaptive",
+                      fixed: Sequence[float] | None = None) -> torch.Tensor:
+    """Weights of the log-linear mixture (B x K, rows summing to 1): the confidence shares of the
+    log-probs given (the clipped ones, under ``log_linear``), or uniform / fixed weights."""
+    w = _fixed_or_uniform(chosen, weighting, fixed)
+    return confidence_shares(chosen, rejected) if w is None else w
+
+
+def bound_weights(chosen: torch.Tensor, rejected: torch.Tensor, weighting: str = "adaptive",
+                  fixed: Sequence[float] | None = None) -> torch.Tensor:
+    """Weights ``a_k`` of the lower bound (B x K, rows summing to 1), from the *unclipped* log-probs.
+
+    Adaptive: ``a_k = (1 - c_k) / (K - 1)``; with two references ``a_1 = c_2`` and ``a_2 = c_1``,
+    the ``alpha`` of the MRPO authors' code (module docstring of ``mrpo_config``)."""
+    w = _fixed_or_uniform(chosen, weighting, fixed)
+    if w is not None:
+        return w
+    k = chosen.shape[1]
+    return (1.0 - confidence_shares(chosen, rejected)) / (k - 1)
+
+
+def lower_bound_logps(logps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``-log sum_k a_k exp(-L_k)`` per row: the log of the weighted harmonic mean of the references'
+    probabilities (log-sum-exp, so sequence log-probs of -1000 do not underflow)."""
+    return -torch.logsumexp(torch.log(weights) - logps, dim=1)
 
 
 def virtual_reference(chosen: torch.Tensor, rejected: torch.Tensor, *, eps: float, weighting: str = "adaptive",
-                      fixed: Sequence[float] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(virtual log pi_ref(y_w), virtual log pi_ref(y_l), weights) from B x K reference log-probs."""
-    chosen, rejected = clip_to_main(chosen, eps), clip_to_main(rejected, eps)
-    w = reference_weights(chosen, rejected, weighting, fixed)
-    return (w * chosen).sum(dim=1), (w * rejected).sum(dim=1), w
+                      fixed: Sequence[float] | None = None, combination: str = "lower_bound"
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(virtual log pi_ref(y_w), virtual log pi_ref(y_l), weights) from B x K reference log-probs.
+
+    ``combination``: ``lower_bound`` (published MRPO) or ``log_linear`` (mrpo_config's docstring)."""
+    if combination == "log_linear":
+        chosen, rejected = clip_to_main(chosen, eps), clip_to_main(rejected, eps)
+        w = reference_weights(chosen, rejected, weighting, fixed)
+        return (w * chosen).sum(dim=1), (w * rejected).sum(dim=1), w
+    if combination != "lower_bound":
+        raise ValueError(f"unknown reference combination {combination!r}")
+    w = bound_weights(chosen, rejected, weighting, fixed)       # from the unclipped gaps
+    eps_w, eps_l = adaptive_clip_ranges(chosen, rejected, eps)
+    chosen, rejected = clip_to_main(chosen, eps_w), clip_to_main(rejected, eps_l)
+    return lower_bound_logps(chosen, w), lower_bound_logps(rejected, w), w
 
 
 def precompute_reference_logps(columns: dict[str, list], references: Sequence[str | Path], *, pad_token_id: int,
@@ -128,7 +183,7 @@ class MRPOTrainer(DPOTrainer):
         args = self.args
         chosen, rejected = inputs.pop(REF_CHOSEN), inputs.pop(REF_REJECTED)
         ref_c, ref_r, w = virtual_reference(chosen, rejected, eps=args.clip_epsilon, weighting=args.weighting,
-                                            fixed=args.reference_weights)
+                                            fixed=args.reference_weights, combination=args.reference_combination)
         inputs["ref_chosen_logps"], inputs["ref_rejected_logps"] = ref_c, ref_r
         mode = "train" if self.model.training else "eval"
         for k in range(w.shape[1]):
