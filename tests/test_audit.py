@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from consistbench.benchmark.audit import audit_rows
 from consistbench.benchmark.cli import main
 from consistbench.benchmark.schema import load_data
@@ -59,6 +61,7 @@ def test_clean_file_has_no_violation(tmp_path):
     assert s["variants"] == {"how_to": 1, "plural_article": 1, "paraphrase": 1}
 
 
+@pytest.mark.slow
 def test_each_rule_names_the_row_that_breaks_it(tmp_path):
     path = write_jsonl(tmp_path / "test.jsonl", bad_rows())
     problems, _ = audit_rows({str(path): load_data(path)})
@@ -100,6 +103,7 @@ def test_cli_schema_error_is_one_message(tmp_path, capsys):
     assert "broken.jsonl:1" in err
 
 
+@pytest.mark.slow
 def test_shipped_data_passes_the_audit(capsys):
     data = REPO / "tasks" / "consistency" / "data"
     files = [str(data / f"{s}.jsonl") for s in ("train", "dev", "test")]

@@ -182,6 +182,7 @@ def test_saved_similarities_reproduce_and_reweight(weights_doc, pico):
         assert np.allclose(ws, expected)
 
 
+@pytest.mark.slow
 def test_model_identical_to_base_has_the_base_distance(pico, dev_rows):
     doc = compute_weights(pico["base"], [pico["base"], pico["ft3"]], dev_rows[:6], WeightsOptions(),
                           labels=["same", "ft3"])
@@ -189,6 +190,7 @@ def test_model_identical_to_base_has_the_base_distance(pico, dev_rows):
         assert math.isclose(doc["raw_distances"]["layers"][r][0], doc["base_distances"]["layers"][r], rel_tol=1e-6)
 
 
+@pytest.mark.slow
 def test_similarities_do_not_depend_on_batching_and_pool_the_query_tokens(pico, dev_rows):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -217,6 +219,7 @@ def test_similarities_do_not_depend_on_batching_and_pool_the_query_tokens(pico, 
     assert np.allclose((v @ v.T).numpy(), one["1"], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_ref_weights_and_merge_with_them(pico, dev_rows, tmp_path, capsys):
     dev = write_jsonl(tmp_path / "dev.jsonl", dev_rows)
     out = tmp_path / "weights.json"

@@ -83,6 +83,7 @@ def plain_run(varied_llama_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_plain_lm_eval_reports_every_metric_from_any_directory(plain_run):
     results = _read_results(plain_run)
     m = _metrics(results)
@@ -98,6 +99,7 @@ def test_plain_lm_eval_reports_every_metric_from_any_directory(plain_run):
     assert sum(1 for _ in open(samples[0])) == MINI_ROWS
 
 
+@pytest.mark.slow
 def test_data_parallel_two_processes_equal_one(plain_run, varied_llama_dir, tmp_path):
     """``consistbench eval`` under ``accelerate launch`` with 2 CPU processes: each rank generates
     part of the rows, lm-eval gathers them, and the metrics (paired by group) equal one process's.
@@ -142,6 +144,7 @@ def api_runs(varied_llama_dir, tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow
 def test_eval_writes_results_samples_and_report(api_runs):
     out, res = api_runs[0]
     names = sorted(Path(f).name for f in res["files"])
@@ -156,6 +159,7 @@ def test_eval_writes_results_samples_and_report(api_runs):
     assert f"pretrained={saved['model_name']}," in saved["config"]["model_args"]  # named as lm-eval's CLI would
 
 
+@pytest.mark.slow
 def test_eval_is_deterministic(api_runs):
     (out_a, a), (out_b, b) = api_runs
     assert _metrics(a["results"]) == _metrics(b["results"])
@@ -166,12 +170,14 @@ def test_eval_is_deterministic(api_runs):
     assert ra == rb and len(ra) == MINI_ROWS
 
 
+@pytest.mark.slow
 def test_prompt_shared_by_two_tasks_is_generated_once(api_runs):
     _, res = api_runs[0]
     assert res["dedup"] == {"requested": 2 * MINI_ROWS, "generated": MINI_ROWS}
     assert _metrics(res["results"]) == task_metrics(res["results"], "consistency_mini_copy")
 
 
+@pytest.mark.slow
 def test_eval_cli_prints_table_and_dedup(tiny_llama_dir, tmp_path, capsys):
     rc = cli.main(["eval", "--model-args", f"pretrained={tiny_llama_dir},dtype=float32",
                    "-o", str(tmp_path), "--batch-size", "8", "--chat-template", "no",
@@ -241,6 +247,7 @@ def test_tasks_path_command(capsys):
     assert (path / "consistency" / "consistency.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_scoring_settings_travel_in_task_metadata_and_are_recorded(varied_llama_dir, tmp_path):
     """``--rs-threshold`` reaches the lm-eval aggregations as task metadata (never the environment),
     lm-eval records it in the task config, and consistbench records the full settings."""
@@ -264,3 +271,25 @@ def test_scoring_settings_travel_in_task_metadata_and_are_recorded(varied_llama_
     rs_03, rs_08 = M.rs_values(pairs, 0.3).mean(), M.rs_values(pairs, 0.8).mean()
     assert rs_03 != rs_08  # the override matters for this model's answers
     assert results["results"]["consistency_mini"]["rs,none"] == pytest.approx(rs_03)
+
+
+def test_offline_hub_id_is_accepted_only_when_in_the_hugging_face_cache(tmp_path, monkeypatch):
+    """Offline, a hub id resolves when its files are in the Hugging Face cache; otherwise one clear error."""
+    import huggingface_hub.constants as hf_constants
+
+    from consistbench.benchmark.errors import ConsistbenchError
+    from consistbench.benchmark.evaluate import check_model_args
+
+    cache = tmp_path / "hub"
+    snap = cache / "models--acme--tiny-model" / "snapshots" / "0123456789abcdef"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (cache / "models--acme--tiny-model" / "refs").mkdir()
+    (cache / "models--acme--tiny-model" / "refs" / "main").write_text("0123456789abcdef")
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert check_model_args("hf", "pretrained=acme/tiny-model,dtype=float32", False)
+    with pytest.raises(ConsistbenchError, match="neither a local folder nor in the Hugging Face cache"):
+        check_model_args("hf", "pretrained=acme/other-model", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # online: the hub decides at load time
+    assert check_model_args("hf", "pretrained=acme/other-model", False)

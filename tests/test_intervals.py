@@ -276,6 +276,7 @@ class _EchoLM:
         return Echo()
 
 
+@pytest.mark.slow
 def test_lm_eval_stderr_column_is_filled_from_the_group_bootstrap():
     from lm_eval import evaluator
     from lm_eval.utils import make_table

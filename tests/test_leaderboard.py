@@ -140,6 +140,7 @@ def rejects(sub: Path, *needles: str, task: str | None = None) -> str:
 # ---------------------------------------------------------------------------------------------
 # Acceptance
 
+@pytest.mark.slow
 def test_accepts_a_real_submission_and_rescores_every_metric(real_submission, eval_dir, capsys):
     v = V.validate_submission(real_submission)
     assert v.task == TASK
@@ -171,6 +172,7 @@ def test_accepts_the_plain_lm_eval_samples_file(sub, eval_dir):
     assert V.validate_submission(sub, task=TASK).n_docs == len(V.load_task(TASK).docs)
 
 
+@pytest.mark.slow
 def test_main_track_is_checked_against_the_whole_test_split(tmp_path, real_submission):
     """A main-track submission (every test document; responses = references, so scoring is quick)."""
     import hashlib
@@ -396,6 +398,7 @@ def test_shipped_schema_file_is_current():
     assert (REPO / "leaderboard" / "submission.schema.json").read_text() == metadata_json_schema_text()
 
 
+@pytest.mark.slow
 def test_every_shipped_submission_validates():
     shipped = sorted(p for p in (REPO / "leaderboard" / "submissions").iterdir() if p.is_dir())
     assert shipped, "the leaderboard ships at least one entry"
@@ -478,6 +481,7 @@ def test_user_text_is_escaped(site):
     assert XSS_NAME.replace('"', '""') in csv_text  # data files keep the text as it is
 
 
+@pytest.mark.slow
 def test_rebuild_is_byte_identical(tmp_path, submissions, site):
     from consistbench.leaderboard.site import build_site
 
@@ -528,6 +532,7 @@ def test_table_shows_confidence_intervals_when_a_row_has_them(site):
     assert "[0.250, 0.750]" in html and html.count('class="ci"') == 1
 
 
+@pytest.mark.slow
 def test_ranking_has_group_bootstrap_intervals_and_tie_marks(site, submissions, real_submission, tmp_path):
     from consistbench.leaderboard.site import build_site
 

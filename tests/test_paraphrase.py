@@ -67,6 +67,7 @@ def test_endpoint_errors_are_clear(endpoint):
         EndpointParaphraser(base_url="http://127.0.0.1:9/v1", model="m", timeout=2).paraphrase(["x"])
 
 
+@pytest.mark.slow
 def test_wordnet_backend_is_deterministic_and_keeps_code_names():
     p = WordNetParaphraser()
     qs = ["How do I copy an object in Python?", "What does shutil.copyfile return?"]
@@ -77,6 +78,7 @@ def test_wordnet_backend_is_deterministic_and_keeps_code_names():
     assert any(t != qs[0] for t in a[0])
 
 
+@pytest.mark.slow
 def test_local_lm_backend_is_deterministic_for_a_seed(tiny_llama_dir):
     p = LocalLMParaphraser(model=str(tiny_llama_dir), max_new_tokens=8, batch_size=2)
     qs = ["How do I copy a list?", "What does str.split return?", "Why are strings immutable?"]

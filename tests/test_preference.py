@@ -248,6 +248,7 @@ def test_tokenization_matches_evaluation_prompt(tok):
     assert dropped == len(rows) and not short["prompt_ids"]
 
 
+@pytest.mark.slow
 def test_wrpo_with_alpha_zero_equals_trl_dpo(tiny_llama_dir, tok, tmp_path):
     from datasets import Dataset
 
@@ -285,6 +286,7 @@ def test_wrpo_with_alpha_zero_equals_trl_dpo(tiny_llama_dir, tok, tmp_path):
         assert abs(wrpo.compute_loss(wrpo.model, w_batch).item() - d_loss.item()) > 1e-4
 
 
+@pytest.mark.slow
 def test_mrpo_with_identical_references_equals_trl_dpo(tiny_llama_dir, other_ref_dir, tok, tmp_path):
     from datasets import Dataset
 
@@ -347,6 +349,7 @@ def _first_last(history: list[dict]) -> tuple[float, float]:
     return sum(losses[:k]) / k, sum(losses[-k:]) / k
 
 
+@pytest.mark.slow
 def test_wrpo_cli_loss_decreases_and_saves(tiny_llama_dir, tmp_path):
     prefs = write_prefs(tmp_path / "prefs.jsonl")
     out = tmp_path / "wrpo"
@@ -380,6 +383,7 @@ def _logps(model_dir, examples, with_source=True):
         return completion_logps(model, batch)
 
 
+@pytest.mark.slow
 def test_wrpo_target_sft_stage_runs_first_and_is_the_reference(tiny_llama_dir, tmp_path, monkeypatch):
     """The published pipeline: the target is fine-tuned on the source answers of a third of the
     question groups, then WRPO trains from that SFT model, which is also its reference policy."""
@@ -431,6 +435,7 @@ def test_wrpo_target_sft_stage_runs_first_and_is_the_reference(tiny_llama_dir, t
     assert float((_logps(tiny_llama_dir, examples) - ref).abs().max()) > 1e-3
 
 
+@pytest.mark.slow
 def test_wrpo_no_target_sft_skips_the_stage(tiny_llama_dir, tmp_path, capsys):
     prefs = write_prefs(tmp_path / "prefs.jsonl")
     out = tmp_path / "wrpo"
@@ -451,6 +456,7 @@ def test_wrpo_no_target_sft_skips_the_stage(tiny_llama_dir, tmp_path, capsys):
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.target_sft").exists()
 
 
+@pytest.mark.slow
 def test_mrpo_cli_lora_loss_decreases(tiny_llama_dir, other_ref_dir, tmp_path):
     prefs = write_prefs(tmp_path / "prefs.jsonl")
     out = tmp_path / "mrpo"
@@ -545,6 +551,7 @@ def test_preference_pairs_are_formed_by_score(monkeypatch, tmp_path):
     assert r0["chosen_score"] == pytest.approx(rouge_l(r0["chosen"], r0["reference"]))
 
 
+@pytest.mark.slow
 def test_prefs_cli_on_tiny_model_writes_loadable_file(tiny_llama_dir, other_ref_dir, tmp_path, monkeypatch):
     from datasets import load_dataset
 

@@ -259,6 +259,7 @@ def test_config_validates_literals_and_ranges(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # training runs
 
+@pytest.mark.slow
 def test_ce_plus_triplet_loss_decreases(fixed_llama, synth_file, tmp_path):
     out = train(fixed_llama, synth_file, "all", tmp_path / "model",
                 config(tmp_path, alpha=1.0, margin=1.0, learning_rate=3e-3, max_steps=12,
@@ -273,6 +274,7 @@ def test_ce_plus_triplet_loss_decreases(fixed_llama, synth_file, tmp_path):
     assert sum(h["triplet"] for h in history[-3:]) < sum(h["triplet"] for h in history[:3])
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(fixed_llama, synth_file, tmp_path):
     from transformers import TrainerCallback
 
@@ -304,6 +306,7 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(fixed_llama, synt
     assert not (tmp_path / "b" / "ckpt").exists()  # checkpoints removed after success
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lora_layers", [None, 1])
 def test_lora_adapters_are_merged_into_a_plain_model(fixed_llama, synth_file, tmp_path, lora_layers):
     out = train(fixed_llama, synth_file, "how_to", tmp_path / "lora",
@@ -322,6 +325,7 @@ def test_lora_adapters_are_merged_into_a_plain_model(fixed_llama, synth_file, tm
     load_model(out)  # loads as a plain transformers model
 
 
+@pytest.mark.slow
 def test_cli_train_writes_a_complete_model_that_passes_the_doctor(fixed_llama, synth_file, tmp_path, capsys):
     from consistbench.reference_method.doctor import check
 
@@ -338,6 +342,7 @@ def test_cli_train_writes_a_complete_model_that_passes_the_doctor(fixed_llama, s
     assert not (tmp_path / "how_to.checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_a_tiny_model_learns_to_stop_with_eos(tiny_llama_dir, tmp_path):
     """pad == eos on purpose: the collator still keeps the eos label, and the model learns to emit it."""
     from transformers import AutoTokenizer
@@ -416,6 +421,7 @@ def test_pad_equal_to_eos_is_refused_unless_allowed(tiny_llama_dir, synth_file, 
     assert rc == 0 and (tmp_path / "out" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["weights", "optimizer", "state"])
 def test_corrupt_checkpoint_is_refused(fixed_llama, synth_file, tmp_path, capsys, damage):
     ckpt = tmp_path / "out.checkpoints"
