@@ -27,6 +27,7 @@ from consistbench.reference_method.training_args import CheckpointArguments, Lor
 
 Distance = Literal["cosine", "euclidean"]
 Pooling = Literal["mean", "last", "max"]
+Examples = Literal["triplets", "rows"]
 
 
 @dataclass
@@ -61,6 +62,12 @@ class ConsistencyConfig(LoraArguments, ModelArguments, CheckpointArguments, Trai
         and counted, never truncated: truncation would train on a prompt evaluation never shows.
         1024 covers every row of the shipped train split with SmolLM2's tokenizer.
 
+    examples (`Literal["triplets", "rows"]`, *optional*, defaults to `"triplets"`):
+        What one training example is: a mined triplet (three sequences, each with its answer, so
+        CE covers all three), or one row of the data (originals and variants, each seen once per
+        epoch): the paper's plain SFT baseline. ``rows`` needs ``alpha = 0``; ``triplets`` with
+        ``alpha = 0`` is SFT on the triplet-expanded data, kept as an ablation.
+
     > Model and LoRA (shared with the preference commands)
 
     ``trust_remote_code``, ``allow_pad_eq_eos`` (:class:`~consistbench.reference_method.training_args.ModelArguments`)
@@ -83,14 +90,19 @@ class ConsistencyConfig(LoraArguments, ModelArguments, CheckpointArguments, Trai
     pooling_layer: int = field(default=-1, metadata={"help": "hidden_states index pooled for the triplet term."})
     pooling: Pooling = field(default="mean", metadata={"help": "Query-token pooling: mean, last or max."})
     max_length: int = field(default=1024, metadata={"help": "Longest sequence; longer triplets are dropped."})
+    examples: Examples = field(default="triplets", metadata={
+        "help": "Training examples: mined triplets (anchor, positive, negative), or each row once (plain SFT; "
+                "needs alpha 0)."})
 
     def __post_init__(self):
-        for name, kind in (("distance", Distance), ("pooling", Pooling)):
+        for name, kind in (("distance", Distance), ("pooling", Pooling), ("examples", Examples)):
             allowed = get_args(kind)
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.alpha < 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
+        if self.examples == "rows" and self.alpha != 0:
+            raise ValueError("examples='rows' trains without triplets: it needs alpha 0")
         if self.margin < 0:
             raise ValueError(f"margin must be >= 0, got {self.margin}")
         if self.max_length < 8:
@@ -99,8 +111,8 @@ class ConsistencyConfig(LoraArguments, ModelArguments, CheckpointArguments, Trai
 
     def loss_settings(self) -> dict:
         """The fields that define the loss and the model setup (recorded in the model's card)."""
-        names = ("alpha", "margin", "distance", "pooling_layer", "pooling", "max_length", "use_lora", "lora_r",
-                 "lora_alpha", "lora_dropout", "lora_target_modules", "lora_layers", "learning_rate", "num_train_epochs",
+        names = ("alpha", "margin", "distance", "pooling_layer", "pooling", "max_length", "examples", "use_lora",
+                 "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "lora_layers", "learning_rate", "num_train_epochs",
                  "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "lr_scheduler_type",
                  "warmup_steps", "weight_decay", "max_steps")
         return {n: getattr(self, n) for n in names}

@@ -85,20 +85,28 @@ def check_architecture(model_dir: str | Path, *, trust_remote_code: bool = False
 
 @dataclass
 class PreparedData:
-    items: list[dict]  # {"anchor": enc, "positive": enc, "negative": enc}
+    items: list[dict]  # {"anchor": enc, "positive": enc, "negative": enc}, or encoded rows (examples="rows")
     triplets: list[Triplet]
     rows: int
     dropped_too_long: int
 
 
 def prepare_data(rows: Sequence, variant_type: str, tokenizer, *, mining: MiningConfig, max_length: int,
-                 source: str = "data") -> PreparedData:
-    """Select the rows of ``variant_type``, mine triplets and tokenize them."""
+                 source: str = "data", examples: str = "triplets") -> PreparedData:
+    """Select the rows of ``variant_type`` and tokenize them: as mined triplets (``examples="triplets"``,
+    the SFT + triplet loss), or each row once (``examples="rows"``, the paper's plain SFT baseline:
+    originals and variants, a variant's target being its group's reference)."""
     from consistbench.reference_method.collator import encode_row
 
     selected = select_rows(rows, variant_type)
     if not any(r.variant_type != "original" for r in selected):
         raise ConsistbenchError(f"{source}: no {variant_type} variants: the synthetic set is empty for this type")
+    if examples == "rows":
+        encoded = [encode_row(tokenizer, r.context, r.question, r.reference) for r in selected]
+        items = [e for e in encoded if len(e["input_ids"]) <= max_length]
+        if not items:
+            raise ConsistbenchError(f"{source}: every row is longer than max_length={max_length} tokens")
+        return PreparedData(items, [], len(selected), len(encoded) - len(items))
     triplets = mine_triplets(selected, mining)
     if not triplets:
         raise ConsistbenchError(f"{source}: no training triplets for variant type {variant_type} "
@@ -243,8 +251,8 @@ def train(model_dir: str | Path, data: str | Path, variant_type: str, output_dir
     rows = load_data(data)
     data_sha = file_sha256(data)
     prepared = prepare_data(rows, variant_type, tokenizer, mining=mining, max_length=config.max_length,
-                            source=str(data))
-    log(f"{variant_type}: {prepared.rows} rows, {len(prepared.items)} triplets"
+                            source=str(data), examples=config.examples)
+    log(f"{variant_type}: {prepared.rows} rows, {len(prepared.items)} {config.examples}"
         + (f" ({prepared.dropped_too_long} dropped: longer than {config.max_length} tokens)"
            if prepared.dropped_too_long else ""))
     # 3. checkpoints
@@ -296,7 +304,9 @@ def train(model_dir: str | Path, data: str | Path, variant_type: str, output_dir
         card = {
             "base_model": str(model_dir.resolve()), "variant_type": variant_type,
             "data": {"path": str(data.resolve()), "sha256": data_sha, "rows": prepared.rows,
-                     "triplets": len(prepared.items), "dropped_too_long": prepared.dropped_too_long},
+                     "examples": config.examples, "triplets": len(prepared.triplets),
+                     "training_sequences_per_epoch": len(prepared.items) * (3 if config.examples == "triplets" else 1),
+                     "dropped_too_long": prepared.dropped_too_long},
             "mining": mining.to_json(), "training": config.loss_settings(),
             "doctor": [f.to_json() for f in findings], "resumed_from": str(resume_from) if resume_from else None,
             "global_step": trainer.state.global_step, "train_wall_s": round(wall, 1),
@@ -312,11 +322,12 @@ def train(model_dir: str | Path, data: str | Path, variant_type: str, output_dir
 
 
 def _readme(card: dict) -> str:
-    t = card["training"]
+    t, d = card["training"], card["data"]
+    examples = (f"{d['triplets']} triplets" if d.get("examples", "triplets") == "triplets"
+                else f"{d['training_sequences_per_epoch']} rows, each once per epoch (plain SFT)")
     return (f"# consistbench reference method: SFT + triplet ({card['variant_type']})\n\n"
             f"Fine-tuned from `{card['base_model']}` with `consistbench ref train` (arXiv 2510.14915, part 1).\n\n"
-            f"- data: `{card['data']['path']}` (sha256 {card['data']['sha256'][:16]}...), "
-            f"{card['data']['triplets']} triplets\n"
+            f"- data: `{d['path']}` (sha256 {d['sha256'][:16]}...), {examples}\n"
             f"- loss: CE + {t['alpha']} x triplet (margin {t['margin']}, {t['distance']} distance, "
             f"{t['pooling']} pooling of hidden_states[{t['pooling_layer']}] over the query tokens)\n"
             f"- {'LoRA r=' + str(t['lora_r']) + ', merged' if t['use_lora'] else 'full fine-tuning'}, "

@@ -455,3 +455,27 @@ def test_resume_without_checkpoint_and_stale_checkpoints_are_errors(fixed_llama,
     with pytest.raises(ConsistbenchError, match="earlier run"):
         train(fixed_llama, synth_file, "how_to", tmp_path / "out", config(tmp_path, max_steps=1), log=lambda _: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_plain_sft_sees_each_row_once(fixed_llama, synth_file, tmp_path, tokenizer):
+    """``examples="rows"``: the paper's SFT baseline trains on the rows themselves (originals and
+    variants, each once per epoch), not on triplet-expanded data; it refuses a triplet weight."""
+    from consistbench.benchmark.schema import load_data
+    from consistbench.reference_method.train import prepare_data
+
+    rows = load_data(synth_file)
+    prepared = prepare_data(rows, "all", tokenizer, mining=MiningConfig(), max_length=1024, examples="rows")
+    assert len(prepared.items) == len(rows) and prepared.triplets == []
+    assert all("input_ids" in item for item in prepared.items)
+    expanded = prepare_data(rows, "all", tokenizer, mining=MiningConfig(), max_length=1024)
+    assert 3 * len(expanded.items) > len(prepared.items)  # what the triplet-expanded SFT trains on instead
+    one_epoch = len(rows)
+    out = train(fixed_llama, synth_file, "all", tmp_path / "sft",
+                config(tmp_path, alpha=0.0, examples="rows", num_train_epochs=1, per_device_train_batch_size=1),
+                log=lambda _: None)
+    card = json.loads((out / "consistbench_train.json").read_text())
+    assert card["global_step"] == one_epoch and card["data"]["examples"] == "rows"
+    assert card["data"]["training_sequences_per_epoch"] == one_epoch
+    assert all(h["triplet"] is None for h in card["loss_history"])
+    with pytest.raises(ValueError, match="needs alpha 0"):
+        config(tmp_path, alpha=1.0, examples="rows")
