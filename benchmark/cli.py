@@ -168,7 +168,8 @@ def cmd_eval(args) -> int:
     from consistbench.benchmark.report import print_table
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
-    opts = EvalOptions(model=args.model, model_args=args.model_args, tasks=tasks, output_path=args.output_path,
+    opts = EvalOptions(model=args.model, backend=args.backend, generation_cache=not args.no_generation_cache,
+                       model_args=args.model_args, tasks=tasks, output_path=args.output_path,
                        batch_size=args.batch_size, device=args.device, seed=args.seed, limit=args.limit,
                        apply_chat_template={"auto": None, "yes": True, "no": False}[args.chat_template],
                        dedup=not args.no_dedup, trust_remote_code=args.trust_remote_code,
@@ -181,6 +182,9 @@ def cmd_eval(args) -> int:
     d = out["dedup"]
     if d and d["requested"]:
         print(f"generations: {d['generated']} for {d['requested']} requests (identical prompts generated once)")
+    c = out.get("generation_cache")
+    if c and c["from_cache"]:
+        print(f"generation cache: {c['from_cache']} answers reused, {c['generated_now']} generated now ({c['path']})")
     for f in out["files"]:
         print(f"wrote {f}")
     return 0
@@ -214,7 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_setup)
 
     p = sub.add_parser("eval", help="run the lm-eval tasks on a model (default: the embedded SmolLM2)")
-    p.add_argument("--model", default="hf", help="lm-eval model type: hf, vllm, local-completions, ... (default hf)")
+    p.add_argument("--model", default=None,
+                   help="lm-eval model type: hf, vllm, local-completions, ... (default: consistbench-hf, "
+                        "lm-eval's HF model with prefix reuse and continuous batching)")
+    p.add_argument("--backend", default="default", choices=("default", "fast", "fast-int8", "hf"),
+                   help="how a local transformers model generates: default (float32, greedy, agrees with lm-eval's "
+                        "HF model), fast (bfloat16), fast-int8 (int8 linear layers), hf (lm-eval's own HF model)")
+    p.add_argument("--no-generation-cache", action="store_true",
+                   help="do not keep or reuse answers in OUT/.consistbench-cache/ (a killed run then starts over)")
     p.add_argument("--model-args", default=None,
                    help="lm-eval model_args, e.g. pretrained=DIR,dtype=float32 (default: the embedded SmolLM2)")
     p.add_argument("--tasks", default="consistency_mini",
