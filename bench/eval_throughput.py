@@ -29,10 +29,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def first_groups(n_groups: int) -> list[dict]:
+def first_groups(n_groups: int, longest: bool = False) -> list[dict]:
+    """The first ``n_groups`` whole groups of the test split (``longest``: the groups with the longest contexts)."""
     from consistbench.tasks.consistency.utils import load
 
     rows = load(subset="all")["test"].to_list()
+    if longest:
+        rows.sort(key=lambda r: -len(r["context"]))
     keep, out = [], []
     for r in rows:
         if r["group_id"] not in keep:
@@ -70,8 +73,11 @@ def requests_for(lm, rows: list[dict], gen_kwargs: dict):
 
     out = []
     for i, r in enumerate(rows):
-        chat = [{"role": "user", "content": prompt_text(r["context"], r["question"])}]
-        ctx = lm.apply_chat_template(chat, add_generation_prompt=True)
+        text = prompt_text(r["context"], r["question"])
+        if getattr(lm.tokenizer, "chat_template", None):  # as consistbench eval's --chat-template auto
+            ctx = lm.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)
+        else:
+            ctx = text
         out.append(Instance(request_type="generate_until", doc=r, arguments=(ctx, dict(gen_kwargs)), idx=0,
                             metadata=("bench", i, 1)))
     return out
@@ -102,6 +108,8 @@ def main() -> None:
                     help="comma-separated, first one is the reference for identical answers (default hf,default,fast)")
     ap.add_argument("--hf-batch", type=int, default=8, help="lm-eval HF model's batch size (default 8)")
     ap.add_argument("--model", default=None, help="model folder (default: the embedded SmolLM2)")
+    ap.add_argument("--longest", action="store_true",
+                    help="the groups with the longest contexts instead of the first ones (sliding-window check)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--model-args-extra", default="", help="extra model_args for the consistbench-hf backends")
     ap.add_argument("--full", default=None, metavar="BACKEND", help="run the full split with this backend instead")
@@ -118,7 +126,7 @@ def main() -> None:
         from consistbench.benchmark.embedded import convert_smollm2
 
         args.model = str(convert_smollm2())
-    rows = first_groups(args.groups)
+    rows = first_groups(args.groups, longest=args.longest)
     gen_kwargs = task_gen_kwargs()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     print(f"{len(rows)} rows ({args.groups} groups), torch threads {torch.get_num_threads()}, "
