@@ -60,8 +60,9 @@ def make_lm(backend: str, model_dir: str, hf_batch: int, extra_args: str = ""):
     import consistbench.benchmark.fastlm  # noqa: F401  (registers consistbench-hf)
     from consistbench.benchmark.evaluate import BACKENDS
 
-    name, overrides = BACKENDS[backend]
-    args = {"pretrained": model_dir, "dtype": "float32", **overrides}
+    base, *more = backend.split("+")  # e.g. default+quantize=int8+decode_slots=64
+    name, overrides = BACKENDS[base]
+    args = {"pretrained": model_dir, "dtype": "float32", **overrides, **dict(m.split("=", 1) for m in more)}
     text = ",".join(f"{k}={v}" for k, v in args.items()) + (f",{extra_args}" if extra_args else "")
     return get_model(name).create_from_arg_string(text, {"batch_size": hf_batch, "device": "cpu"})
 
@@ -105,7 +106,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--groups", type=int, default=40, help="first N whole groups of the test split (default 40)")
     ap.add_argument("--backends", default="hf,default,fast",
-                    help="comma-separated, first one is the reference for identical answers (default hf,default,fast)")
+                    help="comma-separated, first one is the reference for identical answers (default hf,default,fast); "
+                         "BACKEND+key=value adds model_args, e.g. default+quantize=int8, default+decode_slots=64")
     ap.add_argument("--hf-batch", type=int, default=8, help="lm-eval HF model's batch size (default 8)")
     ap.add_argument("--model", default=None, help="model folder (default: the embedded SmolLM2)")
     ap.add_argument("--longest", action="store_true",
@@ -136,24 +138,31 @@ def main() -> None:
         lm = make_lm(b, args.model, args.hf_batch, args.model_args_extra if b != "hf" else "")
         reqs = requests_for(lm, rows, gen_kwargs)
         load0 = os.getloadavg()[0]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         answers[b] = lm.generate_until(reqs)
-        sec = time.perf_counter() - t0
+        sec, cpu = time.perf_counter() - t0, time.process_time() - c0
         stats = getattr(lm, "last_stats", None)
         figures[b] = {"seconds": round(sec, 2), "rows_per_s": round(len(rows) / sec, 4),
+                      "cpu_seconds": round(cpu, 2), "rows_per_cpu_s": round(len(rows) / cpu, 4),
                       "load_before": round(load0, 1), "load_after": round(os.getloadavg()[0], 1),
                       "stats": stats.__dict__ if stats is not None else None}
-        print(f"  {b:10s} {sec:8.1f} s  {len(rows) / sec:6.3f} rows/s  (load {load0:.1f} -> {os.getloadavg()[0]:.1f})"
+        print(f"  {b:10s} {sec:8.1f} s  {len(rows) / sec:6.3f} rows/s  cpu {cpu:8.1f} s  (load {load0:.1f} -> {os.getloadavg()[0]:.1f})"
               + (f"  prefill {stats.prefill_tokens}/{stats.prompt_tokens} prompt tokens, {stats.decode_steps} decode steps"
                  if stats else ""), flush=True)
         del lm
     ref = backends[0]
-    print(f"\n{'backend':10s} {'rows/s':>8s} {'x ' + ref:>10s} {'identical to ' + ref:>20s}")
+    print(f"\n{'backend':10s} {'rows/s':>8s} {'x ' + ref:>10s} {'rows/cpu-s':>11s} {'x ' + ref:>10s} "
+          f"{'identical to ' + ref:>20s}")
     for b in backends:
         same = sum(a == r for a, r in zip(answers[b], answers[ref])) / len(rows)
-        figures[b]["ratio"] = round(figures[b]["rows_per_s"] / figures[ref]["rows_per_s"], 3)
-        figures[b]["identical_share"] = round(same, 4)
-        print(f"{b:10s} {figures[b]['rows_per_s']:8.3f} {figures[b]['ratio']:10.2f} {same:20.3f}")
+        f = figures[b]
+        f["ratio"] = round(f["rows_per_s"] / figures[ref]["rows_per_s"], 3)
+        f["cpu_ratio"] = round(f["rows_per_cpu_s"] / figures[ref]["rows_per_cpu_s"], 3)
+        f["identical_share"] = round(same, 4)
+        print(f"{b:10s} {f['rows_per_s']:8.3f} {f['ratio']:10.2f} {f['rows_per_cpu_s']:11.3f} {f['cpu_ratio']:10.2f} "
+              f"{same:20.3f}")
+    print("(rows/cpu-s: rows per second of this process's CPU time; on a shared machine the ratio to trust with "
+          "--threads 1, since wall time there depends on what else runs)")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": len(rows), "groups": args.groups, "figures": figures,
                                                "answers": answers}, indent=1))

@@ -236,9 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None,
                    help="lm-eval model type: hf, vllm, local-completions, ... (default: consistbench-hf, "
                         "lm-eval's HF model with prefix reuse and continuous batching)")
-    p.add_argument("--backend", default="default", choices=("default", "fast", "fast-int8", "hf"),
+    p.add_argument("--backend", default="default", choices=("default", "fast", "hf"),
                    help="how a local transformers model generates: default (float32, greedy, agrees with lm-eval's "
-                        "HF model), fast (bfloat16), fast-int8 (int8 linear layers), hf (lm-eval's own HF model)")
+                        "HF model), fast (bfloat16), hf (lm-eval's own HF model)")
     p.add_argument("--no-generation-cache", action="store_true",
                    help="do not keep or reuse answers in OUT/.consistbench-cache/ (a killed run then starts over)")
     p.add_argument("--model-args", default=None,

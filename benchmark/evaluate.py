@@ -136,7 +136,7 @@ def make_dedup_lm(inner, cache=None, dedup: bool = True):
 @dataclass
 class EvalOptions:
     model: str | None = None  # None: the backend's model (consistbench-hf for "default" and "fast")
-    backend: str = "default"  # default (fp32, exact) | fast (bf16) | fast-int8 | hf (lm-eval's own HF model)
+    backend: str = "default"  # default (fp32, exact) | fast (bf16) | hf (lm-eval's own HF model)
     generation_cache: bool = True  # append each answer to OUT/.consistbench-cache/ and reuse it on a rerun
     model_args: str | None = None
     tasks: tuple[str, ...] = DEFAULT_TASKS
@@ -163,7 +163,6 @@ def default_model_args() -> str:
 BACKENDS = {
     "default": ("consistbench-hf", {}),
     "fast": ("consistbench-hf", {"dtype": "bfloat16"}),
-    "fast-int8": ("consistbench-hf", {"dtype": "float32", "quantize": "int8"}),
     "hf": ("hf", {}),
 }
 TRANSFORMERS_MODELS = ("hf", "hf-auto", "huggingface", "consistbench-hf")

@@ -13,7 +13,8 @@ Model arguments on top of ``HFLM``'s (``pretrained=...,dtype=...``):
 - ``decode_slots`` (32): rows decoded together; ``prefix_min_saved`` (32): the fewest prompt
   tokens a shared prefix must save to be computed once; ``admit_min`` (4): free slots gathered
   before admitting new rows.
-- ``quantize=int8``: torch dynamic int8 quantisation of the linear layers (the fast tier only).
+- ``quantize=int8``: torch dynamic int8 quantisation of the linear layers (measured as a candidate;
+  it changes the answers too much to be a tier, see docs/PERFORMANCE.md).
 
 Registered with lm-eval under ``consistbench-hf``: importing this module is enough for
 ``lm_eval.simple_evaluate(model="consistbench-hf", ...)``; for the lm-eval command line use
