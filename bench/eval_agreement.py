@@ -44,10 +44,20 @@ def main() -> None:
     ap.add_argument("--model-args", default=None, help="default: the embedded SmolLM2, float32")
     ap.add_argument("--output-path", default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--from-json", nargs="+", default=None, metavar="FILE",
+                    help="compare runs saved by earlier --json outputs instead of running (runs taken in --runs order)")
     args = ap.parse_args()
     root = Path(args.output_path or tempfile.mkdtemp(prefix="consistbench-agree-"))
     runs = [(r.split(":")[0], int(r.split(":")[1]) if ":" in r else 8) for r in args.runs.split(",") if r.strip()]
     got = {}
+    if args.from_json:
+        saved = {}
+        for f in args.from_json:
+            for name, g in json.loads(Path(f).read_text()).items():
+                g["answers"] = {int(k): v for k, v in g["answers"].items()}
+                saved[name] = g
+        got = {f"{b}:{n}": saved[f"{b}:{n}"] for b, n in runs}
+        runs = []
     for backend, batch in runs:
         name = f"{backend}:{batch}"
         results, answers, wall = run(backend, batch, args.task, root / name.replace(":", "-b"), args.model_args)

@@ -207,6 +207,16 @@ class SlotCache(_CacheBase):
             self.k[layer][slot, :, :length] = k[:, :length]
             self.v[layer][slot, :, :length] = v[:, :length]
 
+    def compact(self, keep: list[int]) -> SlotCache:
+        """A cache holding only the slots ``keep`` (in that order), same capacity."""
+        idx = torch.tensor(keep, dtype=torch.long)
+        new = SlotCache(self.n_layers, len(keep), self.capacity, self.dtype)
+        new.kpos = self.kpos[idx].clone()
+        new.k = [None if t is None else t[idx].clone() for t in self.k]
+        new.v = [None if t is None else t[idx].clone() for t in self.v]
+        new.width = self.width
+        return new
+
     def export(self, slot: int, length: int) -> list:
         return [(self.k[i][slot, :, :length].clone(), self.v[i][slot, :, :length].clone()) for i in range(self.n_layers)]
 
@@ -222,6 +232,7 @@ class GenStats:
     generated_tokens: int = 0
     decode_steps: int = 0
     forwards: int = 0
+    compactions: int = 0        # times the decode batch shrank to its active rows (end of the queue)
     seconds: float = 0.0
 
 
@@ -385,6 +396,15 @@ class PrefixGenerator:
                     qi += 1
                 self._admit(cache, batch, seqs, nodes, slot_row, slot_next, slot_pos, gen, accept)
                 continue
+            if qi == len(queue) and 0 < active <= S // 2:
+                # nothing left to admit: drop the empty slots so that decode steps stop computing them
+                keep = [s for s in range(S) if slot_row[s] is not None]
+                cache = cache.compact(keep)
+                for arr in (slot_row, slot_next, slot_pos, slot_last):
+                    arr[:] = [arr[s] for s in keep]
+                S = len(keep)
+                free.clear()
+                self.stats.compactions += 1
             # one decode step over every slot
             widx = torch.tensor(slot_next, dtype=torch.long)[:, None]
             need = int(widx.max()) + 1
