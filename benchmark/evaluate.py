@@ -28,7 +28,6 @@ from consistbench.benchmark.metrics import ScoreSettings
 from consistbench.benchmark.paths import TASKS_DIR
 
 DEFAULT_TASKS = ("consistency_mini",)
-LOCAL_MODEL_TYPES = ("hf", "hf-auto", "huggingface", "vllm")  # lm-eval model types that load `pretrained` themselves
 
 
 def tasks_path() -> Path:
@@ -42,8 +41,10 @@ def _lm_base():
     return LM
 
 
-def make_dedup_lm(inner):
-    """Wrap an lm-eval LM so identical generation requests are answered by one generation."""
+def make_dedup_lm(inner, cache=None, dedup: bool = True):
+    """Wrap an lm-eval LM: identical generation requests are answered by one generation (``dedup``),
+    and, given a :class:`consistbench.benchmark.gencache.GenerationCache`, answers already in it are
+    not generated again while new ones are appended to it as each finishes."""
     LM = _lm_base()
 
     class DedupLM(LM):
@@ -51,7 +52,8 @@ def make_dedup_lm(inner):
             super().__init__()
             self.inner = lm
             self.requested = 0
-            self.generated = 0
+            self.generated = 0   # distinct requests (the generations a run needs)
+            self.from_cache = 0  # of those, answered from the generation cache
 
         def __getattr__(self, name):  # rank, world_size, tokenizer, config, ... come from the model
             if name == "inner":
@@ -96,21 +98,47 @@ def make_dedup_lm(inner):
             keys = [(req.args[0], json.dumps(req.args[1], sort_keys=True, default=str)) for req in requests]
             first: dict[tuple, int] = {}
             unique = []
-            for req, key in zip(requests, keys):
+            for i, (req, key) in enumerate(zip(requests, keys)):
+                if not dedup:
+                    key = keys[i] = (i, *key)
                 if key not in first:
                     first[key] = len(unique)
                     unique.append(req)
+            answers: list[str | None] = [None] * len(unique)
+            if cache is not None:
+                for j, req in enumerate(unique):
+                    answers[j] = cache.get(req.args[0], req.args[1])
+            todo = [j for j, a in enumerate(answers) if a is None]
             self.requested += len(requests)
             self.generated += len(unique)
-            outputs = self.inner.generate_until(unique)
-            return [outputs[first[key]] for key in keys]
+            self.from_cache += len(unique) - len(todo)
+            if todo:
+                hook = getattr(self.inner, "cache_hook", None)
+                if cache is not None:
+                    from consistbench.benchmark.gencache import cache_hook_for
+
+                    self.inner.set_cache_hook(cache_hook_for(cache))  # appends each answer as it finishes
+                try:
+                    outputs = self.inner.generate_until([unique[j] for j in todo])
+                finally:
+                    if cache is not None and hook is not None:
+                        self.inner.set_cache_hook(hook)
+                for j, out in zip(todo, outputs):
+                    answers[j] = out
+                    if cache is not None:  # models that do not call the hook
+                        cache.add(unique[j].args[0], unique[j].args[1], out)
+                if cache is not None:
+                    cache.sync()
+            return [answers[first[key]] for key in keys]
 
     return DedupLM(inner)
 
 
 @dataclass
 class EvalOptions:
-    model: str = "hf"
+    model: str | None = None  # None: the backend's model (consistbench-hf for "default" and "fast")
+    backend: str = "default"  # default (fp32, exact) | fast (bf16) | hf (lm-eval's own HF model)
+    generation_cache: bool = True  # append each answer to OUT/.consistbench-cache/ and reuse it on a rerun
     model_args: str | None = None
     tasks: tuple[str, ...] = DEFAULT_TASKS
     output_path: str = "out"
@@ -136,6 +164,31 @@ def default_model_args() -> str:
     from consistbench.benchmark.embedded import convert_smollm2
 
     return f"pretrained={convert_smollm2()},dtype=float32"
+
+
+# --backend: how a local transformers model generates. Only "default" and "hf" keep the canonical
+# numerics (float32, greedy); the fast tiers change the arithmetic and say so in every results file.
+BACKENDS = {
+    "default": ("consistbench-hf", {}),
+    "fast": ("consistbench-hf", {"dtype": "bfloat16"}),
+    "hf": ("hf", {}),
+}
+TRANSFORMERS_MODELS = ("hf", "hf-auto", "huggingface", "consistbench-hf")
+
+
+def resolve_backend(opts: EvalOptions) -> tuple[str, str]:
+    """The lm-eval model name and model_args for ``opts`` (its backend applied); never a silent substitute."""
+    if opts.backend not in BACKENDS:
+        raise ConsistbenchError(f"unknown --backend {opts.backend!r}; choose from {', '.join(BACKENDS)}")
+    name, overrides = BACKENDS[opts.backend]
+    model = opts.model or name
+    if opts.model and opts.backend != "default" and opts.model not in TRANSFORMERS_MODELS:
+        raise ConsistbenchError(f"--backend {opts.backend} applies to local transformers models, not --model {opts.model}")
+    if opts.model in TRANSFORMERS_MODELS and opts.backend != "default":
+        model = name
+    args = _parse_model_args(opts.model_args or default_model_args())
+    args.update(overrides)
+    return model, ",".join(f"{k}={v}" for k, v in args.items())
 
 
 def _parse_model_args(text: str) -> dict[str, str]:
@@ -166,7 +219,7 @@ def check_model_args(model: str, model_args: str, trust_remote_code: bool) -> st
     remote code unless asked for. Offline, a hub id already in the Hugging Face cache is fine."""
     args = _parse_model_args(model_args)
     pretrained = args.get("pretrained") or args.get("model")
-    if pretrained and model in LOCAL_MODEL_TYPES:
+    if pretrained and model in (*TRANSFORMERS_MODELS, "vllm"):
         looks_local = pretrained.startswith(("/", ".", "~")) or os.sep in pretrained and Path(pretrained).exists()
         offline = os.environ.get("HF_HUB_OFFLINE", "1") not in ("0", "false", "False")
         exists = Path(pretrained).expanduser().exists()
@@ -203,11 +256,14 @@ def check_tasks(tm, tasks: tuple[str, ...]) -> None:
 def load_model(opts: EvalOptions):
     from lm_eval.api.registry import get_model
 
-    model_args = check_model_args(opts.model, opts.model_args or default_model_args(), opts.trust_remote_code)
+    import consistbench.benchmark.fastlm  # noqa: F401  (registers consistbench-hf with lm-eval)
+
+    model_name, model_args = resolve_backend(opts)
+    model_args = check_model_args(model_name, model_args, opts.trust_remote_code)
     try:
-        cls = get_model(opts.model)
+        cls = get_model(model_name)
     except (ValueError, KeyError) as exc:
-        raise ConsistbenchError(f"unknown lm-eval model type {opts.model!r}: {exc}") from None
+        raise ConsistbenchError(f"unknown lm-eval model type {model_name!r}: {exc}") from None
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed and str(opts.device or _default_device()).startswith("cpu"):
         os.environ.setdefault("ACCELERATE_USE_CPU", "1")  # join the ranks over gloo, not a GPU backend
@@ -220,8 +276,8 @@ def load_model(opts: EvalOptions):
         raise
     except Exception as exc:  # noqa: BLE001 - any loader failure becomes one clear line
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConsistbenchError(f"model failed to load ({opts.model}, {model_args}): {type(exc).__name__}: {msg}") from None
-    return lm, model_args
+        raise ConsistbenchError(f"model failed to load ({model_name}, {model_args}): {type(exc).__name__}: {msg}") from None
+    return lm, model_name, model_args
 
 
 def _default_device() -> str:
@@ -265,11 +321,12 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
     tm = task_manager(opts.include_paths, opts.metadata())
     check_tasks(tm, opts.tasks)
     t0 = time.perf_counter()
-    lm, model_args = load_model(opts)
-    model = make_dedup_lm(lm) if opts.dedup else lm
-    chat = _has_chat_template(lm) if opts.apply_chat_template is None else opts.apply_chat_template
+    lm, model_name, model_args = load_model(opts)
     out_root = Path(opts.output_path)
     out_root.mkdir(parents=True, exist_ok=True)
+    cache = open_generation_cache(opts, lm, model_name, model_args) if opts.generation_cache else None
+    model = make_dedup_lm(lm, cache=cache, dedup=opts.dedup) if (opts.dedup or cache is not None) else lm
+    chat = _has_chat_template(lm) if opts.apply_chat_template is None else opts.apply_chat_template
     staging = Path(tempfile.mkdtemp(prefix=".consistbench-eval.", dir=out_root))
     try:
         tracker = EvaluationTracker(output_path=str(staging))
@@ -286,16 +343,21 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
             if isinstance(exc.__cause__, DataVersionError):
                 raise ConsistbenchError(str(exc)) from None
             raise
-        counts = (getattr(model, "requested", 0), getattr(model, "generated", 0))
+        counts = (getattr(model, "requested", 0), getattr(model, "generated", 0), getattr(model, "from_cache", 0))
         per_rank = lm.gather_object(counts) if lm.world_size > 1 else [counts]  # a collective: every rank calls it
+        if cache is not None:
+            cache.close()
         if results is None:  # non-zero ranks under accelerate
             return {"results": None, "files": [], "dedup": None}
         results["config"]["model_args"] = model_args
-        results["config"]["model"] = opts.model
+        results["config"]["model"] = model_name
         dedup = ({"requested": sum(c[0] for c in per_rank), "generated": sum(c[1] for c in per_rank)}
                  if opts.dedup else None)
+        gen_cache = ({"path": str(cache.path), "from_cache": sum(c[2] for c in per_rank),
+                      "generated_now": sum(c[1] - c[2] for c in per_rank)} if cache is not None else None)
         results["consistbench"] = {"dedup": dedup, "wall_seconds": round(time.perf_counter() - t0, 2),
-                                   "apply_chat_template": bool(chat),
+                                   "apply_chat_template": bool(chat), "backend": opts.backend,
+                                   "generation_cache": gen_cache,
                                    "settings": opts.settings.describe()
                                    | {"bootstrap": opts.boot.describe() if opts.boot else None}}
         samples = results.pop("samples")
@@ -305,7 +367,7 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
         # lm-eval names the model from the model_args string it was given; handed a model object it
         # makes up a random id, so name it here as its CLI would (the `pretrained` value)
         pretrained = _parse_model_args(model_args).get("pretrained")
-        tracker.general_config_tracker.model_name = pretrained or opts.model
+        tracker.general_config_tracker.model_name = pretrained or model_name
         tracker.general_config_tracker.model_name_sanitized = _sanitize(pretrained or "model")
         tracker.save_results_aggregated(results=results, samples=samples)
         for task_name in results["configs"]:
@@ -322,9 +384,27 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
         for f in sorted(model_dir.iterdir()):
             os.replace(f, final / f.name)
             files.append(final / f.name)
-        return {"results": results, "files": files, "dedup": dedup}
+        return {"results": results, "files": files, "dedup": dedup, "generation_cache": gen_cache}
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def open_generation_cache(opts: EvalOptions, lm, model_name: str, model_args: str):
+    """This run's generation cache, ``OUT/.consistbench-cache/generations-<model identity>.jsonl``.
+
+    Under data parallelism each rank appends to its own file and reads every rank's."""
+    from consistbench.benchmark.gencache import GenerationCache, model_identity
+
+    ident = model_identity(model_name, model_args, extra=json.dumps({"batch_size": str(opts.batch_size),
+                                                                     "device": str(opts.device)}))
+    digest = __import__("hashlib").sha256(ident.encode()).hexdigest()[:16]
+    folder = Path(opts.output_path) / ".consistbench-cache"
+    rank = f".rank{lm.rank}" if lm.world_size > 1 else ""
+    cache = GenerationCache(folder / f"generations-{digest}{rank}.jsonl", ident)
+    for other in sorted(folder.glob(f"generations-{digest}*.jsonl")):  # the other ranks' answers
+        if other != cache.path:
+            cache.entries.update(GenerationCache(other, ident, readonly=True).entries)
+    return cache
 
 
 def _sanitize(pretrained: str) -> str:

@@ -18,6 +18,8 @@ from several ranks in rank order.
 
 from __future__ import annotations
 
+import contextlib
+
 import functools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -167,6 +169,32 @@ def bert_scorer(config: BertScoreConfig | None = None):
     return _bert_scorer(model_type, layers, config.batch_size, config.idf, config.rescale_with_baseline)
 
 
+@contextlib.contextmanager
+def _encoder_progress(scorer, n_texts: int):
+    """One progress bar (texts/s, ETA) over BERTScore's encoder passes, from a forward hook on its
+    encoder: bert-score encodes each distinct text once, in batches, so the bar counts exactly the
+    work left without changing how it batches (``CONSISTBENCH_PROGRESS=0`` hides it)."""
+    import os
+
+    model = getattr(scorer, "_model", None)
+    if model is None or n_texts < 2 or os.environ.get("CONSISTBENCH_PROGRESS", "1") == "0":
+        yield
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=n_texts, desc="BERTScore", unit="text", dynamic_ncols=True)
+    def count(module, inputs, output):  # returns None: a forward hook's return value would replace the output
+        if inputs and hasattr(inputs[0], "shape"):
+            bar.update(int(inputs[0].shape[0]))
+
+    handle = model.register_forward_hook(count)
+    try:
+        yield
+    finally:
+        handle.remove()
+        bar.close()
+
+
 def bertscore_f1(pairs: Sequence[tuple[str, str]], config: BertScoreConfig | None = None) -> np.ndarray:
     """BERTScore F1 per (candidate, reference) pair.
 
@@ -184,8 +212,10 @@ def bertscore_f1(pairs: Sequence[tuple[str, str]], config: BertScoreConfig | Non
             todo[(a, b)].append(i)
     if todo:
         keys = list(todo)
-        _, _, f1 = bert_scorer(config).score([k[0] for k in keys], [k[1] for k in keys],
-                                             batch_size=(config or BertScoreConfig()).batch_size)
+        scorer = bert_scorer(config)
+        with _encoder_progress(scorer, len({t for k in keys for t in k})):
+            _, _, f1 = scorer.score([k[0] for k in keys], [k[1] for k in keys],
+                                    batch_size=(config or BertScoreConfig()).batch_size)
         for key, value in zip(keys, f1.tolist()):
             scores[todo[key]] = value
     return scores

@@ -293,3 +293,63 @@ def test_offline_hub_id_is_accepted_only_when_in_the_hugging_face_cache(tmp_path
         check_model_args("hf", "pretrained=acme/other-model", False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # online: the hub decides at load time
     assert check_model_args("hf", "pretrained=acme/other-model", False)
+
+
+def _responses(out: Path) -> dict[int, list]:
+    files = glob.glob(str(out / "**" / "samples_consistency_mini_*.jsonl"), recursive=True)
+    assert len(files) == 1, files
+    return {s["doc_id"]: s["resps"] for s in map(json.loads, open(files[0]))}
+
+
+def test_lm_eval_cli_with_consistbench_hf_equals_lm_eval_hf(plain_run, varied_llama_dir, tmp_path):
+    """``python -m consistbench.benchmark.fastlm`` is lm-eval's CLI with ``consistbench-hf`` registered;
+    its answers equal lm-eval's own HF model's (batch 1) on every row of the mini task."""
+    out = tmp_path / "fast"
+    cmd = _lm_eval_cmd(varied_llama_dir, out)
+    cmd[1:4] = ["consistbench.benchmark.fastlm", "--model", "consistbench-hf"]
+    proc = subprocess.run([sys.executable, *cmd], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _read_results(out)["config"]["model"] == "consistbench-hf"
+    want, got = _responses(plain_run), _responses(out)
+    assert len(got) == MINI_ROWS and got == want
+
+
+def test_killed_run_resumes_generating_only_the_missing_rows(varied_llama_dir, tmp_path):
+    """SIGKILL in the middle of generation, then the same command again: the rerun takes the answers
+    the first run had finished from the generation cache, generates only the others, and ends with
+    the samples of an uninterrupted run."""
+    import signal
+    import time
+
+    args = [str(BIN / "consistbench"), "eval", "--model-args", f"pretrained={varied_llama_dir},dtype=float32,decode_slots=1",
+            "--chat-template", "no", "--gen-kwargs", f"max_gen_toks={GEN_TOKS}"]
+    whole = tmp_path / "whole"
+    proc = subprocess.run([*args, "--output-path", str(whole), "--no-generation-cache"], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    out = tmp_path / "killed"
+    victim = subprocess.Popen([*args, "--output-path", str(out)], cwd=tmp_path, env=_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 900
+    cache_file = None
+    while time.monotonic() < deadline and victim.poll() is None:
+        found = glob.glob(str(out / ".consistbench-cache" / "generations-*.jsonl"))
+        if found and Path(found[0]).read_bytes().count(b"\n") >= 5:
+            cache_file = Path(found[0])
+            break
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert cache_file is not None, "the run ended before it could be killed mid-generation"
+    assert _no_results(out)
+    finished = cache_file.read_bytes().count(b"\n")  # complete lines; a torn last one does not count
+    assert 0 < finished < MINI_ROWS
+
+    proc = subprocess.run([*args, "--output-path", str(out)], cwd=tmp_path, env=_env(), capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cache = _read_results(out)["consistbench"]["generation_cache"]
+    assert cache["from_cache"] == finished and cache["generated_now"] == MINI_ROWS - finished
+    assert f"{MINI_ROWS - finished}/{MINI_ROWS - finished}" in proc.stderr  # the progress bar: only the missing rows
+    assert _responses(out) == _responses(whole)

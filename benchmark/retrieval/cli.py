@@ -182,7 +182,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--retriever", default="hybrid", choices=("bm25", "dense", "hybrid"))
     p.add_argument("--subset", default="mini", choices=("mini", "all"),
                    help="mini: consistency_mini + consistency_e2e_<r>_mini; all: the full test split")
-    p.add_argument("--model", default="hf", help="lm-eval model type (default hf)")
+    p.add_argument("--model", default=None, help="lm-eval model type (default: consistbench-hf, see consistbench eval)")
     p.add_argument("--model-args", default=None, help="lm-eval model args (default: the embedded SmolLM2)")
     p.add_argument("--batch-size", default=8)
     add_trust_remote_code(p)
