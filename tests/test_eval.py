@@ -324,12 +324,12 @@ def test_killed_run_resumes_generating_only_the_missing_rows(varied_llama_dir, t
     args = [str(BIN / "consistbench"), "eval", "--model-args", f"pretrained={varied_llama_dir},dtype=float32,decode_slots=1",
             "--chat-template", "no", "--gen-kwargs", f"max_gen_toks={GEN_TOKS}"]
     whole = tmp_path / "whole"
-    proc = subprocess.run([*args, "--output-path", str(whole), "--no-generation-cache"], cwd=tmp_path, env=_env(),
+    proc = subprocess.run([*args, "-o", str(whole), "--no-generation-cache"], cwd=tmp_path, env=_env(),
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     out = tmp_path / "killed"
-    victim = subprocess.Popen([*args, "--output-path", str(out)], cwd=tmp_path, env=_env(),
+    victim = subprocess.Popen([*args, "-o", str(out)], cwd=tmp_path, env=_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 900
     cache_file = None
@@ -346,7 +346,7 @@ def test_killed_run_resumes_generating_only_the_missing_rows(varied_llama_dir, t
     finished = cache_file.read_bytes().count(b"\n")  # complete lines; a torn last one does not count
     assert 0 < finished < MINI_ROWS
 
-    proc = subprocess.run([*args, "--output-path", str(out)], cwd=tmp_path, env=_env(), capture_output=True,
+    proc = subprocess.run([*args, "-o", str(out)], cwd=tmp_path, env=_env(), capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cache = _read_results(out)["consistbench"]["generation_cache"]
