@@ -199,8 +199,13 @@ def bertscore_f1(pairs: Sequence[tuple[str, str]], config: BertScoreConfig | Non
     """BERTScore F1 per (candidate, reference) pair.
 
     Identical pairs score 1.0 (BERTScore of a string with itself is 1 up to float rounding),
-    a pair with exactly one empty side scores 0.0, and each distinct pair is scored once.
+    a pair with exactly one empty side scores 0.0, and each distinct pair is scored once per
+    process: the lm-eval aggregation, its bootstrap intervals and ``consistbench eval``'s
+    post-processing all ask for the same pairs, and BERTScore is most of their cost.
     """
+    config = config or BertScoreConfig()
+    model_type, layers = config.resolved()
+    known = _BS_CACHE.setdefault((model_type, layers, config.idf, config.rescale_with_baseline), {})
     scores = np.empty(len(pairs), dtype=np.float64)
     todo: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, (a, b) in enumerate(pairs):
@@ -208,17 +213,25 @@ def bertscore_f1(pairs: Sequence[tuple[str, str]], config: BertScoreConfig | Non
             scores[i] = 1.0
         elif not a.strip() or not b.strip():
             scores[i] = 0.0
+        elif (a, b) in known:
+            scores[i] = known[(a, b)]
         else:
             todo[(a, b)].append(i)
     if todo:
         keys = list(todo)
         scorer = bert_scorer(config)
         with _encoder_progress(scorer, len({t for k in keys for t in k})):
-            _, _, f1 = scorer.score([k[0] for k in keys], [k[1] for k in keys],
-                                    batch_size=(config or BertScoreConfig()).batch_size)
+            _, _, f1 = scorer.score([k[0] for k in keys], [k[1] for k in keys], batch_size=config.batch_size)
+        if len(known) + len(keys) > _BS_CACHE_SIZE:
+            known.clear()
         for key, value in zip(keys, f1.tolist()):
             scores[todo[key]] = value
+            known[key] = value
     return scores
+
+
+_BS_CACHE: dict[tuple, dict[tuple[str, str], float]] = {}  # encoder settings -> (candidate, reference) -> F1
+_BS_CACHE_SIZE = 500_000
 
 
 # ---------------------------------------------------------------------------------------------
