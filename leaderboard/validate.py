@@ -359,7 +359,8 @@ class PromptFormat:
     instruction, no ``gen_prefix``: the prompt is the one user message ``doc_to_text(doc)``;
     ``plain`` sends it as it is; ``chat_template`` renders ``[{"role": "user", "content": text}]``
     with the model tokenizer's chat template (``add_generation_prompt=True``, the tokenizer's
-    special tokens as template variables, exactly as ``tokenizer.apply_chat_template`` does) -
+    special tokens as template variables, exactly as ``tokenizer.apply_chat_template`` does, and
+    ``enable_thinking`` when the run's ``model_args`` set it, as lm-eval's HF model passes it) -
     the template is the one lm-eval logged in the results JSON (``chat_template``), so no model is
     needed; ``chat_messages`` (chat-completions APIs, logged template ``""``) logs the messages
     as a JSON string.
@@ -367,7 +368,7 @@ class PromptFormat:
 
     kind: str  # "plain" | "chat_template" | "chat_messages"
     template: str | None = None
-    special_tokens: tuple[tuple[str, str], ...] = ()
+    special_tokens: tuple[tuple[str, Any], ...] = ()  # template variables: special tokens, enable_thinking
 
     def describe(self) -> str:
         return {"plain": "the task's prompt as plain text", "chat_messages": "the task's prompt as one chat message",
@@ -436,11 +437,18 @@ def prompt_format(path: Path, res: dict) -> PromptFormat:
     sha = res.get("chat_template_sha")
     if sha is not None and sha != _hash(template):
         _fail(f"{path}: chat_template_sha does not match the recorded chat_template (one of them was edited)")
-    tokens = []
+    tokens: list[tuple[str, Any]] = []
     for name in ("bos_token", "eos_token", "pad_token"):
         value = res.get(f"tokenizer_{name}")  # lm-eval logs [token, id]
         if isinstance(value, list) and value and isinstance(value[0], str):
             tokens.append((name, value[0]))
+    # lm-eval's HF model passes model_args' enable_thinking to the template (Qwen3-style templates)
+    model_args = (res.get("config") or {}).get("model_args")
+    if isinstance(model_args, str):
+        model_args = dict(p.split("=", 1) for p in model_args.split(",") if "=" in p)
+    thinking = model_args.get("enable_thinking") if isinstance(model_args, dict) else None
+    if thinking is not None:
+        tokens.append(("enable_thinking", str(thinking).strip().lower() in ("true", "1", "yes")))
     return PromptFormat("chat_template", template, tuple(tokens))
 
 

@@ -613,6 +613,24 @@ def test_rejects_claims_the_run_contradicts(sub, edit, needle):
     rejects(sub, needle)
 
 
+def test_prompt_format_follows_what_lm_eval_records(tmp_path):
+    """No template: the plain prompt; "" (chat APIs): the messages as JSON; a template: rendered
+    with the recorded special tokens and the run's enable_thinking, as lm-eval's HF model does."""
+    path = tmp_path / "results.json"
+    plain = V.prompt_format(path, {"chat_template": None})
+    assert plain.matches("Q?", "Q?") and not plain.matches("Example. Q?", "Q?")
+    api = V.prompt_format(path, {"chat_template": ""})
+    assert api.matches(json.dumps([{"role": "user", "content": "Q?"}]), "Q?")
+    assert not api.matches(json.dumps([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"}]), "Q?")
+    template = ("{{ bos_token }}{% if enable_thinking is defined and not enable_thinking %}/no_think {% endif %}"
+                "{{ messages[0]['content'] }}{% if add_generation_prompt %} =>{% endif %}")
+    res = {"chat_template": template, "tokenizer_bos_token": ["<s>", 1],
+           "config": {"model_args": "pretrained=x,enable_thinking=False"}}
+    assert V.prompt_format(path, res).render("Q?") == "<s>/no_think Q? =>"
+    res["config"]["model_args"] = "pretrained=x"
+    assert V.prompt_format(path, res).render("Q?") == "<s>Q? =>"
+
+
 def test_rejects_generation_settings_the_task_does_not_have(sub):
     samples = read_samples(sub)
     samples[0]["arguments"]["gen_args_0"]["arg_1"]["top_p"] = 0.9

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 
 import pytest
@@ -71,12 +72,19 @@ def test_hostile_json_gives_one_line(tmp_path, capsys, case, command):
 
 
 def test_compare_refuses_a_results_json_with_duplicate_keys(tmp_path, capsys):
+    from consistbench.benchmark.schema import data_checksum, parse_row
+    from tests.test_compare import lm_eval_dir
+
     rows = _rows()
-    good = write_jsonl(tmp_path / "b.jsonl", rows)
-    results = tmp_path / "run" / "results_2026-01-01T00-00-00.json"
-    results.parent.mkdir()
-    results.write_text('{"results": {"consistency": {}}, "configs": {}, "results": {"consistency": {}}}')
-    one_error_line(capsys, ["compare", str(results), str(good), "--no-bs"], "duplicate key 'results'")
+    version = data_checksum([parse_row(r, "x") for r in rows])
+    run = lm_eval_dir(tmp_path, "model_a", rows, version)
+    results = next((tmp_path / "model_a" / "model__x").glob("results_*.json"))
+    # two "configs": one parser reads the other data version, Python's json the last one
+    text = results.read_text()
+    results.write_text(text.replace('"configs":', '"configs": {"consistency": {"metadata": {"data_sha256": "'
+                                    + "0" * 64 + '"}}}, "configs":', 1))
+    other = write_jsonl(tmp_path / "b.jsonl", rows)
+    one_error_line(capsys, ["compare", run, str(other), "--no-bs"], results.name, "duplicate key 'configs'")
 
 
 @pytest.mark.parametrize("case", ["5000-digit integer", "duplicate key", "lone surrogate"])
@@ -134,8 +142,7 @@ def test_reader_decisions():
     from consistbench.benchmark.untrusted import DEFAULT_LIMITS, loads
 
     assert loads('{"a": [1, 2.5, "x", null, true]}', "t") == {"a": [1, 2.5, "x", None, True]}
-    v = loads("NaN", "t")  # lm-eval writes NaN for a metric without data
-    assert v != v
+    assert math.isnan(loads("NaN", "t"))  # lm-eval writes NaN for a metric without data
     with pytest.raises(DataError, match="t: NaN is not accepted in this file"):
         loads("NaN", "t", DEFAULT_LIMITS.but(nan=False))
     with pytest.raises(DataError, match="an integer of 33 digits"):
