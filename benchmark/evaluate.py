@@ -158,6 +158,9 @@ class EvalOptions:
     def metadata(self) -> dict:
         """The task metadata these options set (what ``lm_eval --metadata`` would carry)."""
         return self.settings.metadata() | bootstrap_metadata(self.boot)
+    # lm-eval's `samples`: only these document indices of each named task (instead of `limit`);
+    # lm-eval then numbers the chosen documents 0..k-1 in doc_id, in their task order
+    samples: dict[str, list[int]] | None = None
 
 
 def default_model_args() -> str:
@@ -333,7 +336,7 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
         try:
             results = evaluator.simple_evaluate(
                 model=model, tasks=list(opts.tasks), task_manager=tm, apply_chat_template=chat,
-                log_samples=True, evaluation_tracker=tracker, limit=opts.limit, gen_kwargs=opts.gen_kwargs,
+                log_samples=True, evaluation_tracker=tracker, limit=opts.limit, samples=opts.samples, gen_kwargs=opts.gen_kwargs,
                 random_seed=opts.seed, numpy_random_seed=opts.seed, torch_random_seed=opts.seed, fewshot_random_seed=opts.seed)
         except ConsistbenchError:
             raise

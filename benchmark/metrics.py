@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 
 import functools
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,16 @@ from consistbench.benchmark.errors import ConsistbenchError, DataError
 from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
 
 RS_THRESHOLD = 0.8
+# Bounds on what untrusted input may ask the metrics to do, checked by :func:`check_cost` before
+# any metric runs. ROUGE-L is a longest-common-subsequence table, quadratic in the token counts
+# (rouge-score's pure-Python LCS: about 0.5 us per cell on a 2-core CPU, so two 2,048-token texts
+# take ~2.4 s). A benchmark response is at most 64 tokens (~350 characters seen); a reference at
+# most ~230 characters. MAX_TEXT_CHARS bounds one response or reference; MAX_ROUGE_CELLS bounds the
+# sum of the LCS tables of one scoring run (every row against its reference, every pair of a
+# group): the full 4,148-row test split with typical answers needs ~11 M cells, the limit is ~20x
+# that (about two minutes of ROUGE-L at worst).
+MAX_TEXT_CHARS = 4096
+MAX_ROUGE_CELLS = 200_000_000
 ROUGE_USE_STEMMER = True
 BLEU_TOKENIZE = "13a"
 ACCURACY_METRICS = ("rougeL", "bleu")
@@ -328,6 +339,33 @@ def consistency_metrics(pairs: Sequence[Pair], settings: ScoreSettings | None = 
             if idx:
                 out[f"{name}_{vtype}"] = _mean(values[idx])
     return out
+
+
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def _n_tokens(text: str) -> int:
+    # rouge-score's tokenizer keeps the [a-z0-9]+ runs of the lower-cased text (stemming does not
+    # change their number): the LCS table's side, without stemming anything
+    return len(_TOKEN.findall(text.lower()))
+
+
+def check_cost(rows: Sequence[Scored], where: str = "input") -> None:
+    """Refuse, before any metric runs, texts longer than :data:`MAX_TEXT_CHARS` and inputs whose
+    ROUGE-L work (LCS cells, rows and pairs) exceeds :data:`MAX_ROUGE_CELLS`."""
+    cells = 0
+    for row in rows:
+        for name in ("response", "reference"):
+            text = getattr(row, name)
+            if len(text) > MAX_TEXT_CHARS:
+                raise DataError(f"{where}: row {row.id!r}: {name} of {len(text):,} characters is longer than the "
+                                f"limit of {MAX_TEXT_CHARS:,} (refused before scoring: ROUGE-L is quadratic)")
+        cells += _n_tokens(row.response) * _n_tokens(row.reference)
+    for pair in pair_by_group(rows):
+        cells += _n_tokens(pair.original) * _n_tokens(pair.variant)
+    if cells > MAX_ROUGE_CELLS:
+        raise DataError(f"{where}: scoring these responses needs {cells:,} ROUGE-L table cells, above the limit of "
+                        f"{MAX_ROUGE_CELLS:,} (responses far longer than the benchmark's answers)")
 
 
 def compute_all(rows: Sequence[Scored], settings: ScoreSettings | None = None) -> dict[str, float]:

@@ -16,6 +16,8 @@ from consistbench.benchmark.intervals import BootstrapSettings
 from consistbench.benchmark.paths import DATA_DIR
 
 SUBSETS = ("all", "mini")
+# task metadata keys that change a score (ScoreSettings.metadata() and bootstrap_metadata())
+SCORING_KEYS = ("rs_threshold", "bs_model", "bs_num_layers")
 
 
 @functools.lru_cache(maxsize=4)

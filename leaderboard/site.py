@@ -28,8 +28,9 @@ from consistbench.benchmark.fileio import atomic_path
 from consistbench.benchmark.metrics import ACCURACY_METRICS, CONSISTENCY_METRICS
 from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
 from consistbench.leaderboard.schema import SAFE_SLUG, RankingRow, metadata_json_schema_text
-from consistbench.leaderboard.validate import (LEADERBOARD_TASK, LIMITS, TOLERANCE, TOLERANCE_BS, TRACKS, Validated, load_task,
-                                  validate_submission)
+from consistbench.leaderboard.validate import (LEADERBOARD_TASK, LIMITS, PLAUSIBLE_IDENTICAL_GROUPS, PLAUSIBLE_MAX,
+                                              PLAUSIBLE_REFERENCE_SHARE, TOLERANCE, TOLERANCE_BS, TRACKS, Validated,
+                                              load_task, read_submission_file, validate_submission)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 SITE_MARKER = ".consistbench-leaderboard"  # refuse to replace a directory that is not a site we built
@@ -89,12 +90,28 @@ def ranking(validated: list[tuple[str, Validated]]) -> list[RankingRow]:
     """Ranking rows ordered by the default key (ROUGE-L, then RS, then slug); rank 1 is best."""
     rows = [RankingRow(rank=0, slug=slug, model=v.metadata.model, submitter=v.metadata.submitter,
                        date=v.metadata.date, task=v.task, data_sha256=v.data_sha256, n_docs=v.n_docs,
-                       n_pairs=v.n_pairs, metrics=v.metrics, reported=v.reported, notes=v.metadata.notes)
+                       n_pairs=v.n_pairs, metrics=v.metrics, reported=v.reported, notes=v.metadata.notes,
+                       verification=v.verification, implausible=v.implausible,
+                       reproduction=reproduction_summary(v.reproduction))
             for slug, v in validated]
     rows.sort(key=_sort_key)
     for i, row in enumerate(rows, start=1):
         row.rank = i
     return rows
+
+
+def reproduction_summary(rec) -> dict | None:
+    """The figures of a reproduction record that the site shows (None without a record)."""
+    if rec is None:
+        return None
+    p = rec.plan
+    return {"verdict": rec.verdict, "groups": len(rec.groups), "n_groups": p.n_groups, "docs": rec.compared_docs,
+            "exact_matches": rec.exact_matches, "exact_match_share": rec.exact_match_share,
+            "exact_match_ci": rec.exact_match_ci, "mismatched_groups": rec.mismatched_groups,
+            "max_mismatched_groups": p.max_mismatched_groups, "forged_share": p.forged_share, "power": p.power,
+            "detection_probability": p.detection_probability, "seed": rec.seed, "salt": rec.salt,
+            "model_args": rec.model_args, "date": rec.date.isoformat(),
+            "metrics": {m: d.model_dump() for m, d in rec.metrics.items()}}
 
 
 def attach_intervals(rows: list[RankingRow], validated: dict[str, Validated], spec, boot=None) -> dict:
@@ -208,15 +225,27 @@ def model_charts(row: RankingRow) -> list[str]:
     return [acc, con]
 
 
+# A spreadsheet opening the CSV runs a cell that starts with one of these as a formula
+# (OWASP, "CSV Injection"): such a text cell gets a leading apostrophe, which spreadsheets show
+# as text and do not evaluate. Only text cells are touched; every number the CSV writes is >= 0.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str) -> str:
+    """A user-supplied text cell made safe for spreadsheets (OWASP CSV-injection guidance)."""
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
 def _csv(tracks: dict[str, list[RankingRow]], columns: list[Column]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["task", "rank", "slug", "model", "parameters", "precision", "submitter", "date", "data_sha256",
-                     *[c.metric for c in columns]])
+                     "verification", *[c.metric for c in columns]])
     for task, rows in tracks.items():
         for r in rows:
-            writer.writerow([task, r.rank, r.slug, r.model.name, r.model.parameters, r.model.precision,
-                             r.submitter.name, r.date.isoformat(), r.data_sha256,
+            writer.writerow([task, r.rank, csv_text(r.slug), csv_text(r.model.name), r.model.parameters,
+                             csv_text(r.model.precision), csv_text(r.submitter.name), r.date.isoformat(), r.data_sha256,
+                             r.verification,
                              *["" if (v := r.metrics.get(c.metric)) is None or math.isnan(v) else repr(v)
                                for c in columns]])
     return buf.getvalue()
@@ -241,6 +270,10 @@ def collect(submissions_dir: str | Path, task: str | None = None) -> list[tuple[
     root = Path(submissions_dir)
     if not root.is_dir():
         raise ConsistbenchError(f"{root}: not a directory")
+    links = sorted(p.name for p in root.iterdir() if p.is_symlink())
+    if links:  # a link could point anywhere; build would copy that tree into the site
+        raise ConsistbenchError(f"{root / links[0]}: a symbolic link among the submissions (refused: each submission "
+                                "is a plain directory)")
     dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not dirs:
         raise ConsistbenchError(f"{root}: no submission directories")
@@ -277,7 +310,9 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
     main = specs[names[0]]
     common = {"data_sha256": main.data_sha256, "tolerance": TOLERANCE, "tolerance_bs": TOLERANCE_BS,
               "limits": {k: (f"{v // 1048576} MiB" if v >= 1048576 else f"{v // 1024} KiB") for k, v in LIMITS.items()}, "default_sort": DEFAULT_SORT,
-              "main_task": LEADERBOARD_TASK, "intervals": intervals}
+              "main_task": LEADERBOARD_TASK, "intervals": intervals,
+              "plausible": {"max": PLAUSIBLE_MAX, "reference_share": PLAUSIBLE_REFERENCE_SHARE,
+                            "identical_groups": PLAUSIBLE_IDENTICAL_GROUPS}}
     sections = [{"task": name, "description": TRACKS[name], "version": specs[name].version,
                  "n_docs": len(specs[name].docs), "rows": tracks[name],
                  "table": render_ranking_table(tracks[name], columns) if tracks[name] else None} for name in names]
@@ -290,9 +325,9 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
         for row in tracks[name]:
             # the submission's own files ship with the site, so anyone can re-check the numbers
             v = by_slug[row.slug]
-            files = ["metadata.json", v.metadata.files.results, v.metadata.files.samples]
+            files = v.files
             for f in files:
-                pages[f"submissions/{row.slug}/{f}"] = (v.directory / f).read_bytes()
+                pages[f"submissions/{row.slug}/{f}"] = read_submission_file(v, f)
             pages[f"models/{row.slug}.html"] = env.get_template("model.html").render(
                 row=row, charts=model_charts(row), types=ALL_TYPES, track=TRACKS[name], n_docs=len(specs[name].docs),
                 accuracy=ACCURACY_METRICS, consistency=CONSISTENCY_METRICS, files=files, root="../", **common)
