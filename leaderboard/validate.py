@@ -81,6 +81,7 @@ class Validated:
     lm_eval_version: str | None = None
     model_args: str | None = None
     responses: dict[str, str] = field(default_factory=dict, repr=False)  # doc id -> response (for intervals)
+    robust_responses: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)  # robust task -> responses
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ def _results_task(path: Path, task: str | None) -> tuple[dict, str]:
     res = _load_json(path, "results JSON")
     if not isinstance(res, dict) or not isinstance(res.get("results"), dict) or not isinstance(res.get("configs"), dict):
         _fail(f"{path}: not an lm-eval results JSON (no 'results' and 'configs' objects)")
-    tasks = sorted(res["results"])
+    tasks = sorted(set(res["results"]) - set(_robust_tasks(res)))  # robust families ride along (leaderboard.robust)
     allowed = [task] if task else list(TRACKS)
     if len(tasks) != 1 or tasks[0] not in allowed:
         _fail(f"{path}: holds tasks {tasks}; a leaderboard submission holds exactly one task, "
@@ -280,8 +281,7 @@ def _gen_kwargs_match(got: Any, want: dict) -> str | None:
 
 def _samples(path: Path, spec: TaskSpec) -> dict[str, str]:
     """Check every sample against the shipped documents; return {doc id: response}."""
-    from consistbench.tasks.consistency.utils import doc_to_text
-
+    prompt_parts = _prompt_parts(spec)
     index = {doc["id"]: i for i, doc in enumerate(spec.docs)}
     responses: dict[str, str] = {}
     first_line: dict[str, int] = {}
@@ -317,7 +317,7 @@ def _samples(path: Path, spec: TaskSpec) -> dict[str, str]:
                 json.dumps(doc, indent=2, ensure_ascii=False)):
             _fail(f"{where}: doc_hash does not match the sample's document (the sample was edited)")
         prompt, gen_kwargs = _prompt_of(sample)
-        if not isinstance(prompt, str) or not _prompt_matches(prompt, doc_to_text(shipped)):
+        if not isinstance(prompt, str) or not all(_prompt_matches(prompt, part) for part in prompt_parts(shipped)):
             _fail(f"{where}: the response does not belong to document {doc_id!r}: its prompt is not that "
                   "document's prompt")
         if sample.get("prompt_hash") is not None and sample["prompt_hash"] != _hash(prompt):
@@ -428,8 +428,31 @@ def validate_submission(directory: str | Path, task: str | None = None) -> Valid
         _fail(f"{results_path}: n-samples.{spec.name}.effective is {effective}, the task has {len(spec.docs)} documents")
     rescored, n_pairs = rescore(spec, responses)
     reported, diffs = compare(results_path, spec, res, rescored)
+    robust = _validate_robust(directory, meta, res, results_path, spec.name)
     return Validated(directory=directory, metadata=meta, task=spec.name, data_sha256=spec.data_sha256,
                      task_version=spec.version, n_docs=len(spec.docs), n_pairs=n_pairs,
-                     metrics={m: rescored[m] for m in spec.metrics}, reported=reported, max_diff=diffs,
-                     lm_eval_version=res.get("lm_eval_version"),
-                     model_args=(res.get("config") or {}).get("model_args"), responses=responses)
+                     metrics={m: rescored[m] for m in spec.metrics} | robust[0], reported=reported | robust[1],
+                     max_diff=diffs | robust[2], lm_eval_version=res.get("lm_eval_version"),
+                     model_args=(res.get("config") or {}).get("model_args"), responses=responses,
+                     robust_responses=robust[3])
+
+
+# ---------------------------------------------------------------------------------------------
+# Robust families (consistbench.leaderboard.robust): optional tasks beside the track's task
+
+def _robust_tasks(res: dict) -> list[str]:
+    from consistbench.leaderboard.robust import robust_tasks_in
+
+    return robust_tasks_in(res)
+
+
+def _prompt_parts(spec: TaskSpec):
+    from consistbench.leaderboard.robust import prompt_parts
+
+    return prompt_parts(spec)
+
+
+def _validate_robust(directory: Path, meta: SubmissionMetadata, res: dict, results_path: Path, track: str):
+    from consistbench.leaderboard.robust import validate_robust
+
+    return validate_robust(directory, meta, res, results_path, track)
