@@ -7,6 +7,7 @@ Checks (rules and thresholds in :mod:`consistbench.benchmark.audit_rules`):
     how_to        each how_to row is a rewrite between how-to forms with the same action phrase;
     plural_article each such row differs from its original only in number, agreement, articles;
     paraphrase    each paraphrase is lexically different (ROUGE-L) but close in meaning (encoder);
+    typo, surface, template  the robust families' rules (:mod:`consistbench.benchmark.noise_rules`);
     near_duplicate no two base questions, within or across the files, are encoder-near-identical;
     passages      no passage appears in two splits, across all the files given.
 Prints counts and distributions, lists violations by rule naming file, line and id, and
@@ -22,7 +23,12 @@ import numpy as np
 
 from consistbench.benchmark import audit_rules as R
 from consistbench.benchmark.schema import Row, load_data
-from consistbench.benchmark.variants import VARIANT_TYPES
+from consistbench.benchmark.variants import PAIR_TYPES, ROBUST_TYPES, VARIANT_TYPES
+
+
+# the rules listed (ok or FAIL) when a file holds rows of the family
+ROBUST_RULES = {"typo": ("typo_edits", "typo_code_tokens"), "surface": ("surface_rule",),
+                "template": ("template_verbatim", "template_unknown")}
 
 
 def _quantiles(values: list[int]) -> str:
@@ -50,8 +56,21 @@ def near_duplicates(rows: list[Row], threshold: float = R.NEAR_DUPLICATE_COSINE,
     return found
 
 
-def audit_rows(files: dict[str, list[Row]]) -> tuple[dict[str, list[str]], dict]:
-    """Run every check; return (violations by rule, statistics)."""
+def _variant_problems(kind: str, original: Row, variant: Row, cosine: float | None, templates: dict | None):
+    """The rule of the variant's type: the paper's types in audit_rules, the robust families in noise_rules."""
+    if kind in ROBUST_TYPES:
+        from consistbench.benchmark.noise_rules import check_robust_variant
+
+        return check_robust_variant(original, variant, templates)
+    return R.check_variant(kind, original.question, variant.question, cosine=cosine)
+
+
+def audit_rows(files: dict[str, list[Row]], templates: dict | None = None) -> tuple[dict[str, list[str]], dict]:
+    """Run every check; return (violations by rule, statistics).
+
+    ``templates``: the template set (id -> template) template rows are checked against
+    (default: the shipped ``tasks/consistency/templates.yaml``).
+    """
     from consistbench.benchmark.embedded import encode
 
     problems: dict[str, list[str]] = defaultdict(list)
@@ -75,10 +94,15 @@ def audit_rows(files: dict[str, list[Row]]) -> tuple[dict[str, list[str]], dict]
         cos = {(n, r.id): float(emb[i] @ emb[k + i]) for i, (n, r) in enumerate(para)}
     for name, r in variants:
         orig = originals[(name, r.group_id)]
-        for p in R.check_variant(r.variant_type, orig.question, r.question, cosine=cos.get((name, r.id))):
+        for p in _variant_problems(r.variant_type, orig, r, cos.get((name, r.id)), templates):
             rule = p.rule if p.rule.startswith(r.variant_type) else f"{r.variant_type}:{p.rule}"
             problems[rule].append(f"{where(name, r)}: {p.detail}: {r.question!r} (original {orig.question!r})")
-    base = [(name, r) for name, r in all_rows if r.variant_type == "original"]
+    # a group's original is one question however many files hold it (the robust files repeat them)
+    base, seen_groups = [], set()
+    for name, r in all_rows:
+        if r.variant_type == "original" and r.group_id not in seen_groups:
+            seen_groups.add(r.group_id)
+            base.append((name, r))
     for i, j, c in near_duplicates([r for _, r in base]):
         (n1, r1), (n2, r2) = base[i], base[j]
         problems["near_duplicate"].append(f"{where(n1, r1)} ~ {where(n2, r2)}: cosine {c:.3f}: {r1.question!r} / {r2.question!r}")
@@ -93,7 +117,8 @@ def audit_rows(files: dict[str, list[Row]]) -> tuple[dict[str, list[str]], dict]
         origs = [r for r in rows if r.variant_type == "original"]
         stats[name] = {
             "groups": len(origs), "rows": len(rows),
-            "variants": {t: sum(1 for r in rows if r.variant_type == t) for t in VARIANT_TYPES},
+            "variants": {t: n for t in PAIR_TYPES
+                         if (n := sum(1 for r in rows if r.variant_type == t)) or t in VARIANT_TYPES},
             "splits": dict(Counter(r.split for r in origs)),
             "doc_kind": dict(Counter(str(r.extra.get("doc_kind", "?")) for r in origs)),
             "reference_words": _quantiles([len(r.reference.split()) for r in origs]),
@@ -111,17 +136,19 @@ def audit_files(paths: list[str], max_report: int = 50) -> bool:
     with console.status("auditing (grounding, variant rules, near-duplicates)..."):
         problems, stats = audit_rows(files)
     table = Table(title="consistbench data audit")
-    for col in ("file", "split", "groups", "rows", "how_to", "plural_article", "paraphrase", "doc kinds"):
+    robust = [t for t in ROBUST_TYPES if any(s["variants"].get(t) for s in stats.values())]  # columns only when present
+    for col in ("file", "split", "groups", "rows", *VARIANT_TYPES, *robust, "doc kinds"):
         table.add_column(col)
     for name, s in stats.items():
         table.add_row(Path(name).name, ",".join(sorted(s["splits"])), str(s["groups"]), str(s["rows"]),
-                      *(str(s["variants"][t]) for t in VARIANT_TYPES),
+                      *(str(s["variants"].get(t, 0)) for t in (*VARIANT_TYPES, *robust)),
                       ", ".join(f"{k} {v}" for k, v in sorted(s["doc_kind"].items())))
     console.print(table)
     for name, s in stats.items():
         console.print(f"{Path(name).name}: reference words {s['reference_words']}; question words {s['question_words']}")
     checks = ["grounding", "reference_length", "how_to_rule", "plural_article_rule", "paraphrase_lexical",
               "paraphrase_meaning", "near_duplicate", "passages"]
+    checks += [rule for kind, rules in ROBUST_RULES.items() if kind in robust for rule in rules]
     for rule in sorted(set(checks) | set(problems)):
         found = problems.get(rule, [])
         console.print(f"{'FAIL' if found else 'ok  '} {rule}: {len(found)} violation(s)")

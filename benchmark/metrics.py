@@ -9,8 +9,8 @@ Consistency (each pair of the original's response and one variant's response, pa
     ``rs``  share of pairs whose ROUGE-L F1 is at least ``rs_threshold`` (default 0.8),
     ``bs``  mean BERTScore F1 between the two responses (bert-score; default encoder the
             embedded all-MiniLM-L6-v2 with ``num_layers=6``, no baseline rescaling).
-Every metric is also reported per variant type (``em_how_to``, ``rougeL_paraphrase``, ...;
-accuracy metrics also for ``original`` rows). All values lie in [0, 1].
+Every metric is also reported per variant type present (``em_how_to``, ``rougeL_paraphrase``,
+``em_typo``, ...; accuracy metrics also for ``original`` rows). All values lie in [0, 1].
 
 Pairing is always by ``group_id`` and never by position, because lm-eval gathers documents
 from several ranks in rank order.
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from consistbench.benchmark.errors import ConsistbenchError, DataError
-from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
+from consistbench.benchmark.variants import PAIR_TYPES, ROW_TYPES
 
 RS_THRESHOLD = 0.8
 # Bounds on what untrusted input may ask the metrics to do, checked by :func:`check_cost` before
@@ -314,7 +314,7 @@ def accuracy_metrics(rows: Sequence[Scored]) -> dict[str, float]:
     rouge = rouge_l_many((r.response, r.reference) for r in rows)
     out["rougeL"] = _mean(rouge)
     out["bleu"] = bleu([r.response for r in rows], [r.reference for r in rows])
-    for vtype in ALL_TYPES:
+    for vtype in ROW_TYPES:
         idx = [i for i, r in enumerate(rows) if r.variant_type == vtype]
         if idx:
             out[f"rougeL_{vtype}"] = _mean(rouge[idx])
@@ -334,7 +334,7 @@ def consistency_metrics(pairs: Sequence[Pair], settings: ScoreSettings | None = 
         per["bs"] = bs
     for name, values in per.items():
         out[name] = _mean(values)
-        for vtype in VARIANT_TYPES:
+        for vtype in PAIR_TYPES:
             idx = [i for i, p in enumerate(pairs) if p.variant_type == vtype]
             if idx:
                 out[f"{name}_{vtype}"] = _mean(values[idx])

@@ -4,7 +4,8 @@ Fields (all strings, all required):
     id           unique row id
     group_id     shared by an original and all its variants
     split        train | dev | test
-    variant_type original | how_to | plural_article | paraphrase
+    variant_type original | how_to | plural_article | paraphrase, or a robust family:
+                 typo | surface | template (``data/robust/``; see benchmark/variants)
     question     the query
     context      the retrieved passage(s) given to the generator
     reference    the gold answer
@@ -34,7 +35,7 @@ from typing import Any
 from consistbench.benchmark.errors import DataError
 from consistbench.benchmark.fileio import read_jsonl
 from consistbench.benchmark.metrics import MAX_TEXT_CHARS
-from consistbench.benchmark.variants import ALL_TYPES
+from consistbench.benchmark.variants import ROW_TYPES
 
 FIELDS = ("id", "group_id", "split", "variant_type", "question", "context", "reference", "passage_id", "source")
 FIELD_LIMITS = {"question": MAX_TEXT_CHARS, "reference": MAX_TEXT_CHARS, "response": MAX_TEXT_CHARS,
@@ -85,8 +86,8 @@ def parse_row(obj: dict[str, Any], where: str, *, require_response: bool = False
     for name in ("id", "group_id", "question"):
         if not obj[name].strip():
             raise DataError(f"{where}: field {name!r} is empty")
-    if obj["variant_type"] not in ALL_TYPES:
-        raise DataError(f"{where}: unknown variant_type {obj['variant_type']!r} (expected one of {', '.join(ALL_TYPES)})")
+    if obj["variant_type"] not in ROW_TYPES:
+        raise DataError(f"{where}: unknown variant_type {obj['variant_type']!r} (expected one of {', '.join(ROW_TYPES)})")
     if obj["split"] not in SPLITS:
         raise DataError(f"{where}: unknown split {obj['split']!r} (expected one of {', '.join(SPLITS)})")
     response = obj.get("response")
@@ -152,7 +153,8 @@ def group_id_for(passage_id: str, question: str) -> str:
     return f"g{digest}"
 
 
-VARIANT_SUFFIX = {"original": "orig", "how_to": "howto", "plural_article": "plural", "paraphrase": "para"}
+VARIANT_SUFFIX = {"original": "orig", "how_to": "howto", "plural_article": "plural", "paraphrase": "para",
+                  "typo": "typo", "surface": "surface", "template": "template"}
 
 
 def row_id_for(group_id: str, variant_type: str, n: int = 1) -> str:

@@ -116,6 +116,16 @@ def _find_one(folder: Path, pattern: str, what: str) -> Path:
     return found[0]
 
 
+def _gzip_copy(src: Path, dst: Path) -> None:
+    """Copy a samples file, gzip-compressed unless it already is."""
+    if src.name.endswith(".gz"):
+        shutil.copyfile(src, dst)
+    else:  # mtime=0 and no file name in the header: the same samples give the same bytes
+        with src.open("rb") as fin, open(dst, "wb") as raw, \
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as fout:
+            shutil.copyfileobj(fin, fout)
+
+
 def cmd_prepare(args) -> int:
     """Make a submission directory from one ``consistbench eval`` / ``lm_eval`` output folder."""
     from consistbench.benchmark.fileio import atomic_path
@@ -126,10 +136,12 @@ def cmd_prepare(args) -> int:
     if not results.is_file():
         raise ConsistbenchError(f"{results}: no such file")
     from consistbench.benchmark.untrusted import read_json
+    from consistbench.leaderboard.robust import robust_tasks_in
     from consistbench.leaderboard.validate import _read_limits
 
     res = read_json(results, _read_limits("results"), what="results JSON")
-    tasks = sorted((res.get("results") or {}) if isinstance(res, dict) else [])
+    robust = robust_tasks_in(res) if isinstance(res, dict) else []
+    tasks = sorted(set((res.get("results") or {}) if isinstance(res, dict) else []) - set(robust))
     task = args.task or (tasks[0] if len(tasks) == 1 else None)
     if task is None:
         raise ConsistbenchError(f"{results}: holds tasks {tasks}; pass --task")
@@ -144,6 +156,8 @@ def cmd_prepare(args) -> int:
     if not precision:
         raise ConsistbenchError("the precision is unknown; pass --precision")
     samples_name = samples.name if samples.name.endswith(".gz") else samples.name + ".gz"
+    # the robust-family tasks of the same run ride along (their own samples files)
+    robust_samples = {t: _find_one(src, f"samples_{t}_[0-9]*.jsonl", f"samples JSONL of {t}") for t in robust}
     meta = {"schema_version": 1,
             "model": {k: v for k, v in {"name": args.name, "link": args.link, "parameters": int(params),
                                         "precision": precision, "revision": args.revision,
@@ -152,6 +166,8 @@ def cmd_prepare(args) -> int:
             "submitter": {k: v for k, v in {"name": args.submitter, "link": args.submitter_link}.items() if v},
             "date": args.date or dt.datetime.fromtimestamp(results.stat().st_mtime, dt.timezone.utc).date().isoformat(),
             "files": {"results": results.name, "samples": samples_name}}
+    if robust_samples:
+        meta["files"]["robust_samples"] = {t: p.name + ".gz" for t, p in robust_samples.items()}
     if args.notes:
         meta["notes"] = args.notes
     from pydantic import ValidationError
@@ -166,16 +182,14 @@ def cmd_prepare(args) -> int:
         raise ConsistbenchError(f"{out}: exists and is not empty (pass --force to replace it)")
     with atomic_path(out, is_dir=True) as tmp:
         shutil.copyfile(results, tmp / results.name)
-        if samples.name.endswith(".gz"):
-            shutil.copyfile(samples, tmp / samples_name)
-        else:  # mtime=0 and no file name in the header: the same samples give the same bytes
-            with samples.open("rb") as fin, open(tmp / samples_name, "wb") as raw, \
-                    gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as fout:
-                shutil.copyfileobj(fin, fout)
+        _gzip_copy(samples, tmp / samples_name)
+        for t, path in robust_samples.items():
+            _gzip_copy(path, tmp / meta["files"]["robust_samples"][t])
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         for p in tmp.iterdir():
             p.chmod(0o644)
-    print(f"wrote {out} ({results.name}, {samples_name}, {METADATA_FILE}); "
+    extra = "".join(f", {n}" for n in (meta["files"].get("robust_samples") or {}).values())
+    print(f"wrote {out} ({results.name}, {samples_name}{extra}, {METADATA_FILE}); "
           f"check it with: consistbench leaderboard validate {out}")
     return 0
 

@@ -6,7 +6,9 @@ A submission is a directory holding three files:
 * lm-eval's results JSON (``results_*.json``) as ``consistbench eval`` or
   ``lm_eval --log_samples`` wrote it;
 * lm-eval's samples JSONL for the task (``samples_consistency_*.jsonl``, or the same file
-  gzip-compressed as ``.jsonl.gz``).
+  gzip-compressed as ``.jsonl.gz``);
+* optionally, the samples of the track's robust-family tasks from the same run
+  (``files.robust_samples``; :mod:`consistbench.leaderboard.robust`).
 
 The metadata model forbids unknown keys so a typo is an error, not a silently ignored field.
 :class:`RankingRow` is the reverse: open to extra fields (for instance a ``ci`` dict of
@@ -85,6 +87,9 @@ class SubmissionFiles(BaseModel):
 
     results: str = Field(description="lm-eval results JSON, e.g. results_2026-01-01T00-00-00.json")
     samples: str = Field(description="lm-eval samples JSONL for the task (.jsonl or .jsonl.gz)")
+    robust_samples: dict[str, str] | None = Field(
+        None, description="optional: the samples JSONL of each robust-family task the results JSON holds, by task "
+                          "(e.g. {\"consistency_typo_mini\": \"samples_consistency_typo_mini_....jsonl.gz\"})")
 
     @field_validator("results", "samples")
     @classmethod
@@ -92,6 +97,17 @@ class SubmissionFiles(BaseModel):
         if not SAFE_FILE_NAME.match(value) or ".." in value:
             raise ValueError(f"{value!r} is not a plain file name inside the submission directory "
                              "(letters, digits, '.', '_', '+', '-'; no '/', no '..', no leading dot)")
+        return value
+
+    @field_validator("robust_samples")
+    @classmethod
+    def _robust_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        from consistbench.leaderboard.robust import TASK_FAMILY
+
+        for task, name in (value or {}).items():
+            if task not in TASK_FAMILY:
+                raise ValueError(f"{task!r} is not a robust-family task ({', '.join(sorted(TASK_FAMILY))})")
+            cls._plain_name(name)
         return value
 
 

@@ -27,6 +27,7 @@ from consistbench.benchmark.errors import ConsistbenchError
 from consistbench.benchmark.fileio import atomic_path
 from consistbench.benchmark.metrics import ACCURACY_METRICS, CONSISTENCY_METRICS
 from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
+from consistbench.leaderboard.robust import GROUP_LABELS as ROBUST_GROUP_LABELS
 from consistbench.leaderboard.schema import SAFE_SLUG, RankingRow, metadata_json_schema_text
 from consistbench.leaderboard.validate import (LEADERBOARD_TASK, LIMITS, PLAUSIBLE_IDENTICAL_GROUPS, PLAUSIBLE_MAX,
                                               PLAUSIBLE_REFERENCE_SHARE, TOLERANCE, TOLERANCE_BS, TRACKS, Validated,
@@ -38,6 +39,7 @@ DEFAULT_SORT = ("rougeL", "rs")  # accuracy first: consistency alone rewards a m
 METRIC_LABELS = {"rougeL": "ROUGE-L", "bleu": "BLEU", "em": "EM", "rs": "RS", "bs": "BS"}
 TYPE_LABELS = {"original": "original", "how_to": "how-to", "plural_article": "plural/article",
                "paraphrase": "paraphrase", "": "overall"}
+TYPE_LABELS.update(ROBUST_GROUP_LABELS)  # robust families: their own column groups (leaderboard.robust)
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,7 @@ def attach_intervals(rows: list[RankingRow], validated: dict[str, Validated], sp
         stats.append(I.group_stats(scored, settings))
         iv = I.bootstrap(stats[-1], boot)["metrics"]
         row.ci = {m: [v["low"], v["high"]] for m, v in sorted(iv.items()) if not math.isnan(v["low"])}
+        row.ci.update(_robust_intervals(validated[row.slug], boot, spec.rs_threshold))
     for i in range(1, len(rows)):
         diff = I.paired_bootstrap(stats[i - 1], stats[i], boot)["metrics"]
         rows[i].vs_above = {m: {k: diff[m][k] for k in ("difference", "low", "high", "p_value", "significant")}
@@ -306,6 +309,7 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
     for name in names:  # 95% intervals and tie marks
         intervals = attach_intervals(tracks[name], dict(validated), specs[name])
     columns = ranking_columns()
+    all_columns = columns + _robust_columns([r for rows in tracks.values() for r in rows])  # CSV: every track's
     env = _env()
     main = specs[names[0]]
     common = {"data_sha256": main.data_sha256, "tolerance": TOLERANCE, "tolerance_bs": TOLERANCE_BS,
@@ -315,7 +319,8 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
                             "identical_groups": PLAUSIBLE_IDENTICAL_GROUPS}}
     sections = [{"task": name, "description": TRACKS[name], "version": specs[name].version,
                  "n_docs": len(specs[name].docs), "rows": tracks[name],
-                 "table": render_ranking_table(tracks[name], columns) if tracks[name] else None} for name in names]
+                 "table": render_ranking_table(tracks[name], columns + _robust_columns(tracks[name]))
+                 if tracks[name] else None} for name in names]
     pages = {
         "index.html": env.get_template("index.html").render(sections=sections, root="", **common),
         "submit.html": env.get_template("submit.html").render(root="", tracks=TRACKS, **common),
@@ -329,10 +334,10 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
             for f in files:
                 pages[f"submissions/{row.slug}/{f}"] = read_submission_file(v, f)
             pages[f"models/{row.slug}.html"] = env.get_template("model.html").render(
-                row=row, charts=model_charts(row), types=ALL_TYPES, track=TRACKS[name], n_docs=len(specs[name].docs),
+                row=row, charts=model_charts(row) + _robust_charts(row), types=ALL_TYPES, track=TRACKS[name], n_docs=len(specs[name].docs),
                 accuracy=ACCURACY_METRICS, consistency=CONSISTENCY_METRICS, files=files, root="../", **common)
     pages["leaderboard.json"] = site_json(tracks, specs, intervals)
-    pages["leaderboard.csv"] = _csv(tracks, columns)
+    pages["leaderboard.csv"] = _csv(tracks, all_columns)
     pages["submission.schema.json"] = metadata_json_schema_text()
     pages[SITE_MARKER] = "built by `consistbench leaderboard build`; safe to replace\n"
     with atomic_path(site_dir, is_dir=True) as tmp:
@@ -343,3 +348,30 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
             path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
             path.chmod(0o644)
     return tracks
+
+
+# ---------------------------------------------------------------------------------------------
+# Robust families (consistbench.leaderboard.robust): a column group each, only when present
+
+def _robust_intervals(validated: Validated, boot, rs_threshold: float) -> dict:
+    from consistbench.leaderboard.robust import robust_intervals
+
+    return robust_intervals(validated, boot, rs_threshold)
+
+
+def _robust_columns(rows: list[RankingRow]) -> list[Column]:
+    from consistbench.leaderboard.robust import robust_columns
+
+    return robust_columns(rows)
+
+
+def _robust_charts(row: RankingRow) -> list[str]:
+    from consistbench.leaderboard.robust import robust_charts
+
+    return robust_charts(row)
+
+
+def _robust_files(meta) -> list[str]:
+    from consistbench.leaderboard.robust import robust_files
+
+    return robust_files(meta)

@@ -119,6 +119,7 @@ class Validated:
     files: list[str] = field(default_factory=list)  # the submission's files, as the site copies them
     content_sha256: str = ""
     prompts: PromptFormat | None = field(default=None, repr=False)
+    robust_responses: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)  # robust task -> responses
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +259,7 @@ def _results_task(path: Path, task: str | None) -> tuple[dict, str]:
     res = _load_json(path, "results JSON", "results")
     if not isinstance(res, dict) or not isinstance(res.get("results"), dict) or not isinstance(res.get("configs"), dict):
         _fail(f"{path}: not an lm-eval results JSON (no 'results' and 'configs' objects)")
-    tasks = sorted(res["results"])
+    tasks = sorted(set(res["results"]) - set(_robust_tasks(res)))  # robust families ride along (leaderboard.robust)
     allowed = [task] if task else list(TRACKS)
     if len(tasks) != 1 or tasks[0] not in allowed:
         _fail(f"{path}: holds tasks {tasks}; a leaderboard submission holds exactly one task, "
@@ -379,21 +380,24 @@ class PromptFormat:
         return {"plain": "the task's prompt as plain text", "chat_messages": "the task's prompt as one chat message",
                 "chat_template": "the task's prompt in the recorded chat template"}[self.kind]
 
-    def matches(self, prompt: str, text: str) -> bool:
-        """Whether ``prompt`` is exactly what lm-eval sends for a document whose ``doc_to_text`` is ``text``."""
+    def matches(self, prompt: str, text: str, system: str = "") -> bool:
+        """Whether ``prompt`` is exactly what lm-eval sends for a document whose ``doc_to_text`` is
+        ``text`` and whose task ``description`` is ``system`` (lm-eval: a system message under a chat
+        template, plain text before the prompt without one)."""
         if self.kind == "plain":
-            return prompt == text
+            return prompt == system + text
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
         if self.kind == "chat_messages":
             try:
-                messages = untrusted.loads(prompt, "prompt", untrusted.ReadLimits(depth=4))
+                logged = untrusted.loads(prompt, "prompt", untrusted.ReadLimits(depth=4))
             except ConsistbenchError:
                 return False
-            return messages == [{"role": "user", "content": text}]
-        rendered = self.render(text, max_chars=len(prompt) + 1)
+            return logged == messages
+        rendered = self.render(messages, max_chars=len(prompt) + 1)
         return rendered == prompt
 
-    def render(self, text: str, max_chars: int | None = None) -> str | None:
-        """The chat template rendered for one user message; None when it grows past ``max_chars``.
+    def render(self, messages: list[dict], max_chars: int | None = None) -> str | None:
+        """The chat template rendered for ``messages``; None when it grows past ``max_chars``.
 
         transformers' own compiled template (its sandboxed Jinja environment, filters and
         globals), rendered as a stream so that a hostile template can neither fill memory nor,
@@ -405,7 +409,7 @@ class PromptFormat:
             compiled = _compile_jinja_template(self.template)
             parts, size = [], 0
             with _cpu_deadline(RENDER_SECONDS):
-                for chunk in compiled.generate(messages=[{"role": "user", "content": text}], tools=None,
+                for chunk in compiled.generate(messages=messages, tools=None,
                                                documents=None, add_generation_prompt=True,
                                                **dict(self.special_tokens)):
                     size += len(chunk)
@@ -473,11 +477,7 @@ def _gen_kwargs_match(got: Any, want: dict) -> str | None:
 
 def _samples(path: Path, spec: TaskSpec, prompts: PromptFormat) -> dict[str, str]:
     """Check every sample against the shipped documents; return {doc id: response}."""
-    from consistbench.benchmark.prompting import prompt_text
-
-    def doc_to_text(doc: dict) -> str:  # the tasks' doc_to_text
-        return prompt_text(doc["context"], doc["question"])
-
+    prompt_parts = _prompt_parts(spec)
     index = {doc["id"]: i for i, doc in enumerate(spec.docs)}
     responses: dict[str, str] = {}
     first_line: dict[str, int] = {}
@@ -504,10 +504,11 @@ def _samples(path: Path, spec: TaskSpec, prompts: PromptFormat) -> dict[str, str
                 json.dumps(doc, indent=2, ensure_ascii=False)):
             _fail(f"{where}: doc_hash does not match the sample's document (the sample was edited)")
         prompt, gen_kwargs = _prompt_of(sample)
-        if not isinstance(prompt, str) or doc_to_text(shipped) not in prompt:
+        text, system = prompt_parts(shipped)
+        if not isinstance(prompt, str) or text not in prompt:
             _fail(f"{where}: the response does not belong to document {doc_id!r}: its prompt is not that "
                   "document's prompt")
-        if not prompts.matches(prompt, doc_to_text(shipped)):
+        if not prompts.matches(prompt, text, system):
             _fail(f"{where}: the prompt of document {doc_id!r} is not exactly {prompts.describe()} (extra text "
                   "such as few-shot examples or another instruction)")
         if sample.get("prompt_hash") is not None and sample["prompt_hash"] != _hash(prompt):
@@ -713,14 +714,17 @@ def validate_submission(directory: str | Path, task: str | None = None, *, repro
     record = _reproduction(directory, spec, content_sha) if reproduction else None
     implausible = plausibility(spec, responses, rescored)
     level = "reproduced" if record is not None else ("needs reproduction" if implausible else "rescored")
-    files = [METADATA_FILE, meta.files.results, meta.files.samples] + ([REPRODUCTION_FILE] if record else [])
+    robust = _validate_robust(directory, meta, res, results_path, spec.name)
+    files = ([METADATA_FILE, meta.files.results, meta.files.samples] + _robust_files(meta)
+             + ([REPRODUCTION_FILE] if record else []))
     return Validated(directory=directory, metadata=meta, task=spec.name, data_sha256=spec.data_sha256,
                      task_version=spec.version, n_docs=len(spec.docs), n_pairs=n_pairs,
-                     metrics={m: rescored[m] for m in spec.metrics}, reported=reported, max_diff=diffs,
+                     metrics={m: rescored[m] for m in spec.metrics} | robust[0], reported=reported | robust[1],
+                     max_diff=diffs | robust[2],
                      lm_eval_version=res.get("lm_eval_version"),
                      model_args=(res.get("config") or {}).get("model_args"), responses=responses,
                      verification=level, implausible=implausible, reproduction=record, files=files,
-                     content_sha256=content_sha, prompts=prompts)
+                     content_sha256=content_sha, prompts=prompts, robust_responses=robust[3])
 
 
 def read_submission_file(v: Validated, name: str) -> bytes:
@@ -738,3 +742,36 @@ def read_submission_file(v: Validated, name: str) -> bytes:
     if len(data) != size:
         _fail(f"{path}: changed while the site was built")
     return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Robust families (consistbench.leaderboard.robust): optional tasks beside the track's task
+
+def _robust_tasks(res: dict) -> list[str]:
+    from consistbench.leaderboard.robust import robust_tasks_in
+
+    return robust_tasks_in(res)
+
+
+def _prompt_parts(spec: TaskSpec):
+    """For a task, a function giving a document's ``(doc_to_text, system message)``: the track's
+    tasks use the benchmark prompt; the template task renders each document under its template,
+    whose preamble lm-eval sends as the ``description`` (the system message)."""
+    from consistbench.benchmark.prompting import prompt_text
+    from consistbench.benchmark.variants.template import render_doc
+
+    if "doc_to_text_templated" in str(spec.config.get("doc_to_text") or ""):
+        return lambda doc: (render_doc(doc), (doc.get("system") or ""))
+    return lambda doc: (prompt_text(doc["context"], doc["question"]), "")
+
+
+def _robust_files(meta: SubmissionMetadata) -> list[str]:
+    from consistbench.leaderboard.robust import robust_files
+
+    return robust_files(meta)
+
+
+def _validate_robust(directory: Path, meta: SubmissionMetadata, res: dict, results_path: Path, track: str):
+    from consistbench.leaderboard.robust import validate_robust
+
+    return validate_robust(directory, meta, res, results_path, track)
