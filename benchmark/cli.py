@@ -142,7 +142,7 @@ def cmd_data_fetch(args) -> int:
 def cmd_data_build(args) -> int:
     from consistbench.benchmark.databuild import build
 
-    build(html_dir=args.html_dir, out_dir=args.out_dir, check_only=args.check)
+    build(html_dir=args.html_dir, out_dir=args.out_dir, check_only=args.check, authored_dir=args.authored_dir)
     return 0
 
 
@@ -270,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html-dir", default=None, help="an unpacked html/ directory (default: fetch into the cache)")
     p.add_argument("--out-dir", default=None, help="where to write train/dev/test JSONL (default: the shipped data)")
     p.add_argument("--check", action="store_true", help="rebuild to a temporary place and compare with the shipped files")
+    p.add_argument("--authored-dir", default=None,
+                   help="read the authored *.jsonl from here (default: tasks/consistency/data/authored)")
     p.set_defaults(func=cmd_data_build)
     p = dsub.add_parser("audit", help="run every quality check on data files; non-zero exit on a violation")
     p.add_argument("files", nargs="+")

@@ -52,23 +52,37 @@ def _test_rows(path: str):
 
 
 def load(data_sha256: str | None = None, subset: str = "all", variant_types: list[str] | None = None,
-         data_dir: str | None = None, retriever: str | None = None, retrieval_k: int = 5, **_ignored):
+         data_dir: str | None = None, retriever: str | None = None, retrieval_k: int = 5,
+         data_version: str | None = None, **_ignored):
     """The test split as a ``datasets.DatasetDict`` with one ``test`` split.
 
-    ``subset="mini"``: the whole groups listed in ``data/mini_groups.txt``.
+    ``subset="mini"`` / ``"small"``: the whole groups listed in ``data/mini_groups.txt`` /
+    ``data/small_groups.txt``.
     ``variant_types``: keep those variant rows plus the originals of groups that have one.
+    ``data_version``: a frozen earlier version (``"v1"``: the files under ``data/v1/``) instead of
+    the current data (``consistbench.benchmark.dataversions``).
     ``retriever``: end-to-end tasks; each context becomes the top ``retrieval_k`` passages
-    precomputed under ``data/retrieval/`` (``consistbench.benchmark.retrieval.e2e``).
+    precomputed under the version's ``retrieval/`` (``consistbench.benchmark.retrieval.e2e``).
     """
     import datasets
 
-    base = Path(data_dir) if data_dir else DATA_DIR
+    from consistbench.benchmark import dataversions
+
+    if data_version and data_dir:
+        raise ValueError("give data_version or data_dir, not both")
+    if data_version:
+        base = dataversions.by_name(data_version).directory
+    else:
+        base = DATA_DIR / data_dir if data_dir else DATA_DIR
     rows, checksum = _test_rows(str(base / "test.jsonl"))
     if data_sha256 and checksum != data_sha256:
         raise DataVersionError(f"{base / 'test.jsonl'} has checksum {checksum[:16]}..., but the task metadata "
                                f"expects {data_sha256[:16]}...: the data changed; rebuild it or bump the task")
-    if subset == "mini":
-        keep = set((base / "mini_groups.txt").read_text().split())
+    if subset in dataversions.SUBSET_FILES:
+        path = base / dataversions.SUBSET_FILES[subset]
+        if not path.is_file():
+            raise DataVersionError(f"{path}: missing; run `consistbench data build`")
+        keep = set(path.read_text().split())
         rows = [r for r in rows if r.group_id in keep]
     elif subset != "all":
         raise ValueError(f"unknown subset {subset!r}")
