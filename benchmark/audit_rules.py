@@ -276,7 +276,7 @@ _NAME_QUESTION = re.compile(
 
 def check_type_shift(original: str, variant: str) -> list[Problem]:
     """A how-to (procedure) question may not become a question for the name of something."""
-    if how_to.parse(original) is None:
+    if how_to.parse(original) is None or how_to.parse(variant) is not None:  # a how-to form asks for a procedure
         return []
     m = _NAME_QUESTION.match(variant.strip())
     if m:

@@ -145,6 +145,7 @@ def test_type_shift_flags_procedure_to_name(original, variant):
     ("How do I copy a file?", "What's the way to duplicate a file in Python?"),
     ("How do I copy a file?", "What steps copy a file from one place to another?"),
     ("How do I read a CSV file?", "What is the simplest code for reading the rows of a CSV file?"),
+    ("How do I log variable data?", "What's the way to include variable values in a logging message?"),  # how-to form
 ])
 def test_type_shift_lets_procedure_questions_through(original, variant):
     assert R.check_type_shift(original, variant) == []
