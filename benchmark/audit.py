@@ -83,13 +83,15 @@ def audit_rows(files: dict[str, list[Row]]) -> tuple[dict[str, list[str]], dict]
         emb = encode(texts)
         k = len(para)
         cos = {(n, r.id): float(emb[i] @ emb[k + i]) for i, (n, r) in enumerate(para)}
+    # how rare a word is in the documentation: its share of the distinct passages audited
+    passage_share = R.PassageShare([r.context for _, r in all_rows if r.variant_type == "original"])
     for name, r in variants:
         orig = originals[(name, r.group_id)]
         for p in R.check_variant(r.variant_type, orig.question, r.question, cosine=cos.get((name, r.id))):
             rule = p.rule if p.rule.startswith(r.variant_type) else f"{r.variant_type}:{p.rule}"
             problems[rule].append(f"{where(name, r)}: {p.detail}: {r.question!r} (original {orig.question!r})")
         if r.variant_type == "paraphrase":
-            for p in R.check_paraphrase_meaning(orig.question, r.question, orig.reference):
+            for p in R.check_paraphrase_meaning(orig.question, r.question, orig.reference, passage_share):
                 problems[p.rule].append(f"{where(name, r)}: {p.detail}: {r.question!r} (original {orig.question!r})")
     base = [(name, r) for name, r in all_rows if r.variant_type == "original"]
     # one encoding pass for both thresholds (near-duplicates anywhere, near-twins across splits)

@@ -267,7 +267,8 @@ NAME_NOUNS = ("function", "method", "module", "class", "attribute", "argument", 
               "constant", "exception", "flag", "setting", "keyword", "operator", "decorator", "hook", "codec",
               "tool", "api", "helper", "library", "package", "command", "property", "field", "built-in",
               "builtin", "subclass", "context manager", "handler", "directive", "policy", "coroutine", "routine",
-              "variable", "switch", "action", "object", "type", "exception class", "base class")
+              "variable", "switch", "action", "object", "type", "exception class", "base class", "classmethod",
+              "staticmethod")
 _NAME_QUESTION = re.compile(
     r"^(?:[^,?]{0,60},\s*)?(?:which|what)(?:'s|\u2019s|\s+is|\s+are|\s+was)?(?:\s+the)?(?:\s+[\w.()'\u2019-]+){0,3}?\s+"
     r"(" + "|".join(re.escape(n) for n in sorted(NAME_NOUNS, key=len, reverse=True)) + r")(?:e?s)?\b",
