@@ -9,7 +9,17 @@ Checks (rules and thresholds in :mod:`consistbench.benchmark.audit_rules`):
     paraphrase    each paraphrase is lexically different (ROUGE-L) but close in meaning (encoder);
     typo, surface, template  the robust families' rules (:mod:`consistbench.benchmark.noise_rules`);
     near_duplicate no two base questions, within or across the files, are encoder-near-identical;
-    passages      no passage appears in two splits, across all the files given.
+    passages      no passage appears in two splits, across all the files given;
+    paraphrase_polarity / _sub_question / _answer_hint / _type_shift
+                  each paraphrase keeps the original's question: no wh -> yes/no or either/or,
+                  no added second question, no code token, number or rare word taken from the
+                  reference, no how-to -> "which function" shift;
+    reference_pointer / reference_foreign_name
+                  each reference states an answer, with no name its passage lacks;
+    near_twin_split no two originals of different splits with encoder cosine >= 0.90, and no
+                  passage text in two splits (under different passage ids);
+    opening_share in each split (with enough originals) no two-word opening covers more than
+                  25 % of the originals.
 Prints counts and distributions, lists violations by rule naming file, line and id, and
 returns False (exit status 1) if there is any.
 """
@@ -82,7 +92,7 @@ def audit_rows(files: dict[str, list[Row]], templates: dict | None = None) -> tu
     originals = {(name, r.group_id): r for name, r in all_rows if r.variant_type == "original"}
     for name, r in all_rows:
         if r.variant_type == "original":
-            for p in R.check_reference(r.reference, r.context):
+            for p in R.check_reference(r.reference, r.context) + R.check_reference_content(r.reference, r.context):
                 problems[p.rule].append(f"{where(name, r)}: {p.detail}")
     variants = [(name, r) for name, r in all_rows if r.variant_type != "original"]
     para = [(name, r) for name, r in variants if r.variant_type == "paraphrase"]
@@ -92,20 +102,44 @@ def audit_rows(files: dict[str, list[Row]], templates: dict | None = None) -> tu
         emb = encode(texts)
         k = len(para)
         cos = {(n, r.id): float(emb[i] @ emb[k + i]) for i, (n, r) in enumerate(para)}
+    # how rare a word is in the documentation: its share of the distinct passages audited
+    passage_share = R.PassageShare([r.context for _, r in all_rows if r.variant_type == "original"])
     for name, r in variants:
         orig = originals[(name, r.group_id)]
         for p in _variant_problems(r.variant_type, orig, r, cos.get((name, r.id)), templates):
             rule = p.rule if p.rule.startswith(r.variant_type) else f"{r.variant_type}:{p.rule}"
             problems[rule].append(f"{where(name, r)}: {p.detail}: {r.question!r} (original {orig.question!r})")
+        if r.variant_type == "paraphrase":
+            for p in R.check_paraphrase_meaning(orig.question, r.question, orig.reference, passage_share):
+                problems[p.rule].append(f"{where(name, r)}: {p.detail}: {r.question!r} (original {orig.question!r})")
     # a group's original is one question however many files hold it (the robust files repeat them)
     base, seen_groups = [], set()
     for name, r in all_rows:
         if r.variant_type == "original" and r.group_id not in seen_groups:
             seen_groups.add(r.group_id)
             base.append((name, r))
-    for i, j, c in near_duplicates([r for _, r in base]):
+    # one encoding pass for both thresholds (near-duplicates anywhere, near-twins across splits)
+    close = near_duplicates([r for _, r in base], threshold=min(R.NEAR_DUPLICATE_COSINE, R.NEAR_TWIN_COSINE))
+    for i, j, c in close:
         (n1, r1), (n2, r2) = base[i], base[j]
-        problems["near_duplicate"].append(f"{where(n1, r1)} ~ {where(n2, r2)}: cosine {c:.3f}: {r1.question!r} / {r2.question!r}")
+        if c >= R.NEAR_DUPLICATE_COSINE:
+            problems["near_duplicate"].append(f"{where(n1, r1)} ~ {where(n2, r2)}: cosine {c:.3f}: {r1.question!r} / {r2.question!r}")
+    for i, j, c in close:
+        (n1, r1), (n2, r2) = base[i], base[j]
+        if c >= R.NEAR_TWIN_COSINE and r1.split != r2.split:
+            problems["near_twin_split"].append(f"{where(n1, r1)} ~ {where(n2, r2)}: cosine {c:.3f} across splits "
+                                               f"{r1.split}/{r2.split}: {r1.question!r} / {r2.question!r}")
+    by_text: dict[str, tuple[str, Row]] = {}
+    for name, r in base:
+        seen = by_text.setdefault(r.context.strip(), (name, r))
+        if seen[1].split != r.split and seen[1].passage_id != r.passage_id:
+            problems["near_twin_split"].append(f"{where(name, r)}: passage {r.passage_id} has the same text as "
+                                               f"{seen[1].passage_id} in split {seen[1].split} ({where(*seen)})")
+    for split, share in opening_shares([r for _, r in base]).items():
+        top, n, total = share["top"], share["count"], share["groups"]
+        if total >= R.OPENING_MIN_GROUPS and n / total > R.OPENING_MAX_SHARE:
+            problems["opening_share"].append(f"split {split}: {top!r} opens {n} of {total} originals "
+                                             f"({n / total:.1%} > {R.OPENING_MAX_SHARE:.0%})")
     first_split: dict[str, tuple[str, Row]] = {}
     for name, r in all_rows:
         seen = first_split.setdefault(r.passage_id, (name, r))
@@ -123,8 +157,25 @@ def audit_rows(files: dict[str, list[Row]], templates: dict | None = None) -> tu
             "doc_kind": dict(Counter(str(r.extra.get("doc_kind", "?")) for r in origs)),
             "reference_words": _quantiles([len(r.reference.split()) for r in origs]),
             "question_words": _quantiles([len(r.question.split()) for r in origs]),
+            "openings": {split: v["shares"] for split, v in opening_shares(origs, top=5).items()},
+            "reference_use_share": (sum(1 for r in origs if r.reference.split()[:1] == ["Use"]) / len(origs)
+                                    if origs else 0.0),
         }
     return problems, stats
+
+
+def opening_shares(originals: list[Row], top: int = 1) -> dict[str, dict]:
+    """Per split: the most common two-word openings of the originals with their shares."""
+    by_split: dict[str, Counter] = defaultdict(Counter)
+    for r in originals:
+        by_split[r.split][R.opening(r.question)] += 1
+    out = {}
+    for split, counts in sorted(by_split.items()):
+        total = sum(counts.values())
+        (first, n), = counts.most_common(1)
+        out[split] = {"top": first, "count": n, "groups": total,
+                      "shares": {k: round(v / total, 4) for k, v in counts.most_common(top)}}
+    return out
 
 
 def audit_files(paths: list[str], max_report: int = 50) -> bool:
@@ -146,8 +197,14 @@ def audit_files(paths: list[str], max_report: int = 50) -> bool:
     console.print(table)
     for name, s in stats.items():
         console.print(f"{Path(name).name}: reference words {s['reference_words']}; question words {s['question_words']}")
+        for split, shares in s["openings"].items():
+            console.print(f"{Path(name).name}: {split} openings (limit {R.OPENING_MAX_SHARE:.0%}): "
+                          + ", ".join(f"{k!r} {v:.1%}" for k, v in shares.items())
+                          + f"; references opening with 'Use' {s['reference_use_share']:.1%}", markup=False, highlight=False)
     checks = ["grounding", "reference_length", "how_to_rule", "plural_article_rule", "paraphrase_lexical",
-              "paraphrase_meaning", "near_duplicate", "passages"]
+              "paraphrase_meaning", "near_duplicate", "passages", "paraphrase_polarity", "paraphrase_sub_question",
+              "paraphrase_answer_hint", "paraphrase_type_shift", "reference_pointer", "reference_foreign_name",
+              "near_twin_split", "opening_share"]
     checks += [rule for kind, rules in ROBUST_RULES.items() if kind in robust for rule in rules]
     for rule in sorted(set(checks) | set(problems)):
         found = problems.get(rule, [])

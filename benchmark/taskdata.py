@@ -16,7 +16,7 @@ from consistbench.benchmark.errors import DataVersionError
 from consistbench.benchmark.intervals import BootstrapSettings
 from consistbench.benchmark.paths import DATA_DIR
 
-SUBSETS = ("all", "mini")
+SUBSETS = ("all", "mini", "small")
 # task metadata keys that change a score (ScoreSettings.metadata() and bootstrap_metadata())
 SCORING_KEYS = ("rs_threshold", "bs_model", "bs_num_layers")
 
@@ -41,12 +41,15 @@ def _rows_of(path: str, mtime_ns: int, size: int):
 
 def task_records(data_sha256: str | None = None, subset: str = "all", variant_types: list[str] | None = None,
                  data_dir: str | Path | None = None, retriever: str | None = None,
-                 retrieval_k: int = 5, robust: str | None = None, templates_file: str | Path | None = None) -> list[dict]:
+                 retrieval_k: int = 5, robust: str | None = None, templates_file: str | Path | None = None,
+                 data_version: str | None = None) -> list[dict]:
     """A task's documents as JSON objects, in the task's order.
 
     ``data_sha256``: the data version the task was made for; any other data is refused
     (:class:`DataVersionError`), so results on different versions are never mixed.
-    ``subset="mini"``: the whole groups listed in ``mini_groups.txt``.
+    ``subset="mini"`` / ``"small"``: the whole groups listed in ``mini_groups.txt`` / ``small_groups.txt``.
+    ``data_version``: a frozen earlier version (``"v1"``: the files under ``data/v1/``) instead of
+    the current data (:mod:`consistbench.benchmark.dataversions`); ``data_dir``: any other folder.
     ``variant_types``: keep those variant rows plus the originals of groups that have one.
     ``retriever``: end-to-end tasks; each context becomes the top ``retrieval_k`` passages
     precomputed under ``data/retrieval/`` (:mod:`consistbench.benchmark.retrieval.e2e`).
@@ -55,7 +58,11 @@ def task_records(data_sha256: str | None = None, subset: str = "all", variant_ty
     this test split (:func:`robust_family_rows`). ``templates_file``: for ``template``, a
     user's template set instead of the shipped one (:func:`template_records`).
     """
-    base = Path(data_dir) if data_dir else DATA_DIR
+    from consistbench.benchmark import dataversions
+
+    if data_version and data_dir:
+        raise ValueError("give data_version or data_dir, not both")
+    base = dataversions.by_name(data_version).directory if data_version else (Path(data_dir) if data_dir else DATA_DIR)
     rows, checksum = test_rows(str(base / "test.jsonl"))
     if data_sha256 and checksum != data_sha256:
         raise DataVersionError(f"{base / 'test.jsonl'} has checksum {checksum[:16]}..., but the task metadata "
@@ -63,8 +70,11 @@ def task_records(data_sha256: str | None = None, subset: str = "all", variant_ty
     manifest = None
     if robust:
         rows, manifest = robust_family_rows(base, robust, checksum)
-    if subset == "mini":
-        keep = set((base / "mini_groups.txt").read_text().split())
+    if subset in dataversions.SUBSET_FILES:
+        path = base / dataversions.SUBSET_FILES[subset]
+        if not path.is_file():
+            raise DataVersionError(f"{path}: missing; run `consistbench data build`")
+        keep = set(path.read_text().split())
         rows = [r for r in rows if r.group_id in keep]
     elif subset != "all":
         raise ValueError(f"unknown subset {subset!r}; expected one of {', '.join(SUBSETS)}")

@@ -53,7 +53,7 @@ def cmd_reproduce(args) -> int:
 
     if args.plan_only:
         v = validate_submission(args.submission, reproduction=False)
-        p = plan_sample(load_task(v.task), args.forged_share, args.power, args.tolerated_share, args.confidence)
+        p = plan_sample(load_task(v.task, v.data_sha256), args.forged_share, args.power, args.tolerated_share, args.confidence)
         print(json.dumps(p.model_dump(), indent=2))
         return 0
     rec = reproduce(args.submission, model=args.model, model_args=args.model_args, salt=args.salt or "",

@@ -177,7 +177,7 @@ def reproduce(submission: str | Path, *, model: str | None = None, model_args: s
     if record_path.is_symlink():
         raise ConsistbenchError(f"{record_path}: is a symbolic link (refused)")
     v = validate_submission(directory, reproduction=False)  # an existing record is replaced
-    spec = load_task(v.task)
+    spec = load_task(v.task, v.data_sha256)
     res = untrusted.read_json(directory / v.metadata.files.results)
     plan = plan_sample(spec, forged_share, power, tolerated_share, confidence)
     seed = sample_seed(v.content_sha256, salt)

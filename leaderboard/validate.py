@@ -9,9 +9,10 @@ line naming the file and the problem):
    (:mod:`consistbench.benchmark.untrusted`: duplicate keys, nesting depth, huge integers, lone
    surrogates, Infinity and gzip bombs are refused);
 2. ``metadata.json`` is well-formed JSON and matches :class:`~consistbench.leaderboard.schema.SubmissionMetadata`;
-3. the results JSON is lm-eval's, for exactly the leaderboard task, on the shipped data version
+3. the results JSON is lm-eval's, for exactly the leaderboard task, on a shipped data version
    (``configs.<task>.metadata.data_sha256`` equals ``tasks/consistency/data/versions.json``'s
-   test checksum and the task template's) and the shipped task version, zero-shot, without a
+   test checksum and the task template's, or that of a frozen earlier version, whose versioned
+   task then supplies the documents) and the shipped task version, zero-shot, without a
    ``limit`` (``config.limit`` null, ``n-samples`` the task's full document count), with the
    task's own generation settings (``config.gen_kwargs`` null, ``configs.<task>.generation_kwargs``
    equal to the task's), no system instruction, and a recorded chat template whose
@@ -202,27 +203,52 @@ def shipped_data_version() -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_task(task: str) -> TaskSpec:
-    """The shipped task's config (through lm-eval's own YAML loader) and its documents in order."""
-    from consistbench.benchmark.compat import lm_eval_load_yaml as load_yaml
+def load_task(task: str, data_sha256: str | None = None) -> TaskSpec:
+    """The shipped task's config (through lm-eval's own YAML loader) and its documents in order.
 
+    ``data_sha256``: an earlier, frozen data version (``consistbench.benchmark.dataversions``);
+    the task is then read from its versioned YAML (``consistency_mini`` on v1:
+    ``consistency_mini_v1.yaml``), so a submission is rescored against the data it was made on.
+    """
+    from consistbench.benchmark import dataversions
+    from consistbench.benchmark.compat import lm_eval_load_yaml as load_yaml
     from consistbench.benchmark.taskdata import task_records
 
-    path = TASK_DIR / f"{task}.yaml"
+    data_sha = shipped_data_version()
+    yaml_name = task
+    if data_sha256 is not None and data_sha256 != data_sha:
+        version = dataversions.by_sha256(data_sha256)
+        yaml_name, data_sha = f"{task}_{version.name}", version.sha256
+    path = TASK_DIR / f"{yaml_name}.yaml"
     if not path.is_file():
-        _fail(f"unknown task {task!r}: no {path.name} in {TASK_DIR}")
+        _fail(f"unknown task {yaml_name!r}: no {path.name} in {TASK_DIR}")
     config = load_yaml(path, resolve_func=False)
     meta = config.get("metadata") or {}
-    data_sha = shipped_data_version()
     if meta.get("data_sha256") != data_sha:
-        _fail(f"the shipped task template records data version {str(meta.get('data_sha256'))[:16]}... but "
-              f"tasks/consistency/data/versions.json says {data_sha[:16]}...: rebuild the data or the task")
+        _fail(f"the shipped task {yaml_name} records data version {str(meta.get('data_sha256'))[:16]}... but "
+              f"the data says {data_sha[:16]}...: rebuild the data or the task")
     docs = task_records(data_sha256=data_sha, **(config.get("dataset_kwargs") or {}))
     return TaskSpec(name=task, config=config, data_sha256=data_sha, version=meta.get("version"),
                     # *_stderr entries are uncertainty estimates, not scores: not rescored here
                     metrics=[m["metric"] for m in config["metric_list"] if not m["metric"].endswith("_stderr")],
                     generation_kwargs=dict(config.get("generation_kwargs") or {}), docs=docs,
                     rs_threshold=float(meta.get("rs_threshold", 0.8)))
+
+
+def frozen_version_of(res: dict, task: str) -> str | None:
+    """The data version a results JSON records for ``task`` when it is a shipped earlier version
+    (None when it is the current one, unknown or missing: the usual checks then apply)."""
+    from consistbench.benchmark import dataversions
+    from consistbench.benchmark.errors import DataVersionError
+
+    cfg = res["configs"].get(task)
+    recorded = (cfg.get("metadata") or {}).get("data_sha256") if isinstance(cfg, dict) else None
+    if not isinstance(recorded, str) or recorded == shipped_data_version():
+        return None
+    try:
+        return dataversions.by_sha256(recorded).sha256
+    except DataVersionError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -700,7 +726,7 @@ def validate_submission(directory: str | Path, task: str | None = None, *, repro
     if not (samples_path.name.endswith(".jsonl") or samples_path.name.endswith(".jsonl.gz")):
         _fail(f"{samples_path}: samples file must be .jsonl or .jsonl.gz")
     res, task = _results_task(results_path, task)
-    spec = load_task(task)
+    spec = load_task(task, frozen_version_of(res, task))
     _results(results_path, res, spec)
     prompts = prompt_format(results_path, res)
     recorded_params = (res.get("config") or {}).get("model_num_parameters")
