@@ -12,7 +12,6 @@ difference A - B, its 95% interval, a bootstrap p-value and whether the interval
 from __future__ import annotations
 
 import functools
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path

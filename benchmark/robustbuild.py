@@ -53,7 +53,6 @@ def family_rows(test_rows, seed: int = SEED, templates=None) -> tuple[dict[str, 
     templates = templates if templates is not None else template.load_templates(TEMPLATES_FILE)
     originals = [r for r in test_rows if r.variant_type == "original"]
     assigned = template.assign_templates([r.group_id for r in originals], [t.id for t in templates], seed)
-    by_id = {t.id: t for t in templates}
     set_sha = template.templates_checksum(templates)
     out: dict[str, list[dict]] = {f: [] for f in ROBUST_TYPES}
     stats = {f: {"groups": 0, "skipped_groups": 0} for f in ROBUST_TYPES}

@@ -31,7 +31,8 @@ from consistbench.leaderboard.robust import GROUP_LABELS as ROBUST_GROUP_LABELS
 from consistbench.leaderboard.schema import SAFE_SLUG, RankingRow, metadata_json_schema_text
 from consistbench.leaderboard.validate import (LEADERBOARD_TASK, LIMITS, PLAUSIBLE_IDENTICAL_GROUPS, PLAUSIBLE_MAX,
                                               PLAUSIBLE_REFERENCE_SHARE, TOLERANCE, TOLERANCE_BS, TRACKS, Validated,
-                                              load_task, read_submission_file, validate_submission)
+                                              load_task, read_submission_file, shipped_data_version,
+                                              validate_submission)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 SITE_MARKER = ".consistbench-leaderboard"  # refuse to replace a directory that is not a site we built
@@ -254,10 +255,13 @@ def _csv(tracks: dict[str, list[RankingRow]], columns: list[Column]) -> str:
     return buf.getvalue()
 
 
-def site_json(tracks: dict[str, list[RankingRow]], specs: dict, intervals: dict | None = None) -> str:
+def site_json(tracks: dict[str, list[RankingRow]], specs: dict, intervals: dict | None = None,
+              descriptions: dict[str, str] | None = None) -> str:
+    descriptions = descriptions or {}
     doc = {"generator": "consistbench leaderboard build", "schema_version": 1, "default_sort": list(DEFAULT_SORT),
            "tolerance": {"default": TOLERANCE, "bs": TOLERANCE_BS}, "intervals": intervals,
-           "tracks": {task: {"description": TRACKS[task], "task_version": specs[task].version,
+           "tracks": {task: {"description": descriptions.get(task, TRACKS.get(task, task)),
+                             "task": specs[task].name, "task_version": specs[task].version,
                              "data_sha256": specs[task].data_sha256, "n_docs": len(specs[task].docs),
                              "rows": [r.model_dump(mode="json") for r in rows]}
                       for task, rows in tracks.items()}}
@@ -295,6 +299,28 @@ def collect(submissions_dir: str | Path, task: str | None = None) -> list[tuple[
     return out
 
 
+def sections_of(validated: list[tuple[str, Validated]], task: str | None = None):
+    """The site's sections: every track on the current data, then each track on each earlier data
+    version that a submission was made on (rescored on that version, ranked only among its peers:
+    scores on different data are never compared). Returns ``(keys, {key: (task, data_sha256)},
+    {key: description})``; a section on an earlier version is keyed ``<task>@<version>``."""
+    from consistbench.benchmark import dataversions
+
+    current = shipped_data_version()
+    keys, task_of, descriptions = [], {}, {}
+    for name in ([task] if task else list(TRACKS)):
+        keys.append(name)
+        task_of[name], descriptions[name] = (name, current), TRACKS[name]
+        for sha in sorted({v.data_sha256 for _, v in validated if v.task == name and v.data_sha256 != current}):
+            version = dataversions.by_sha256(sha)
+            key = f"{name}@{version.name}"
+            keys.append(key)
+            task_of[key] = (name, sha)
+            descriptions[key] = (f"{TRACKS[name]}, on the earlier data version {version.name} ({sha[:12]}...): "
+                                 "kept so that published numbers stay checkable; not ranked with the current data")
+    return keys, task_of, descriptions
+
+
 def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | None = None) -> dict[str, list[RankingRow]]:
     """Validate, rank per track and write the site; ``site_dir`` is replaced atomically."""
     site_dir = Path(site_dir)
@@ -302,9 +328,10 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
         raise ConsistbenchError(f"{site_dir}: exists and is not a leaderboard site built by consistbench; "
                                 "choose an empty or new directory")
     validated = collect(submissions_dir, task)
-    names = [task] if task else list(TRACKS)
-    specs = {name: load_task(name) for name in names}
-    tracks = {name: ranking([(slug, v) for slug, v in validated if v.task == name]) for name in names}
+    names, task_of, descriptions = sections_of(validated, task)
+    specs = {key: load_task(task_of[key][0], task_of[key][1]) for key in names}
+    tracks = {key: ranking([(slug, v) for slug, v in validated if (v.task, v.data_sha256) == task_of[key]])
+              for key in names}
     intervals = {}
     for name in names:  # 95% intervals and tie marks
         intervals = attach_intervals(tracks[name], dict(validated), specs[name])
@@ -317,7 +344,7 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
               "main_task": LEADERBOARD_TASK, "intervals": intervals,
               "plausible": {"max": PLAUSIBLE_MAX, "reference_share": PLAUSIBLE_REFERENCE_SHARE,
                             "identical_groups": PLAUSIBLE_IDENTICAL_GROUPS}}
-    sections = [{"task": name, "description": TRACKS[name], "version": specs[name].version,
+    sections = [{"task": name, "description": descriptions[name], "version": specs[name].version,
                  "n_docs": len(specs[name].docs), "rows": tracks[name],
                  "table": render_ranking_table(tracks[name], columns + _robust_columns(tracks[name]))
                  if tracks[name] else None} for name in names]
@@ -334,9 +361,9 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
             for f in files:
                 pages[f"submissions/{row.slug}/{f}"] = read_submission_file(v, f)
             pages[f"models/{row.slug}.html"] = env.get_template("model.html").render(
-                row=row, charts=model_charts(row) + _robust_charts(row), types=ALL_TYPES, track=TRACKS[name], n_docs=len(specs[name].docs),
+                row=row, charts=model_charts(row) + _robust_charts(row), types=ALL_TYPES, track=descriptions[name], n_docs=len(specs[name].docs),
                 accuracy=ACCURACY_METRICS, consistency=CONSISTENCY_METRICS, files=files, root="../", **common)
-    pages["leaderboard.json"] = site_json(tracks, specs, intervals)
+    pages["leaderboard.json"] = site_json(tracks, specs, intervals, descriptions)
     pages["leaderboard.csv"] = _csv(tracks, all_columns)
     pages["submission.schema.json"] = metadata_json_schema_text()
     pages[SITE_MARKER] = "built by `consistbench leaderboard build`; safe to replace\n"
