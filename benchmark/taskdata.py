@@ -42,11 +42,13 @@ def _rows_of(path: str, mtime_ns: int, size: int):
 def task_records(data_sha256: str | None = None, subset: str = "all", variant_types: list[str] | None = None,
                  data_dir: str | Path | None = None, retriever: str | None = None,
                  retrieval_k: int = 5, robust: str | None = None, templates_file: str | Path | None = None,
-                 data_version: str | None = None) -> list[dict]:
+                 data_version: str | None = None, split: str = "test") -> list[dict]:
     """A task's documents as JSON objects, in the task's order.
 
     ``data_sha256``: the data version the task was made for; any other data is refused
     (:class:`DataVersionError`), so results on different versions are never mixed.
+    ``split``: ``test`` (every benchmark task) or ``dev`` (``consistency_dev``, for choosing settings
+    without looking at test; checked against the dev checksum of the same data version).
     ``subset="mini"`` / ``"small"``: the whole groups listed in ``mini_groups.txt`` / ``small_groups.txt``.
     ``data_version``: a frozen earlier version (``"v1"``: the files under ``data/v1/``) instead of
     the current data (:mod:`consistbench.benchmark.dataversions`); ``data_dir``: any other folder.
@@ -63,7 +65,20 @@ def task_records(data_sha256: str | None = None, subset: str = "all", variant_ty
     if data_version and data_dir:
         raise ValueError("give data_version or data_dir, not both")
     base = dataversions.by_name(data_version).directory if data_version else (Path(data_dir) if data_dir else DATA_DIR)
-    rows, checksum = test_rows(str(base / "test.jsonl"))
+    if split not in ("test", "dev"):
+        raise ValueError(f"unknown split {split!r}; expected test or dev")
+    if split == "dev":
+        rows, dev_checksum = test_rows(str(base / "dev.jsonl"))
+        expected = dataversions.by_sha256(data_sha256).checksums["dev"]["sha256"] if data_sha256 else None
+        if expected and dev_checksum != expected:
+            raise DataVersionError(f"{base / 'dev.jsonl'} has checksum {dev_checksum[:16]}..., but data version "
+                                   f"{data_sha256[:16]}... has dev {expected[:16]}...: the data changed")
+        if subset != "all" or robust or retriever:
+            raise ValueError("the dev split has no subsets, robust rows or precomputed retrieval")
+        rows, checksum = rows, dev_checksum
+        data_sha256 = None  # checked above, against the dev split's own checksum
+    else:
+        rows, checksum = test_rows(str(base / "test.jsonl"))
     if data_sha256 and checksum != data_sha256:
         raise DataVersionError(f"{base / 'test.jsonl'} has checksum {checksum[:16]}..., but the task metadata "
                                f"expects {data_sha256[:16]}...: the data changed; rebuild it or bump the task")

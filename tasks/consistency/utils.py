@@ -35,7 +35,7 @@ from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
 
 def load(data_sha256: str | None = None, subset: str = "all", variant_types: list[str] | None = None,
          data_dir: str | None = None, retriever: str | None = None, retrieval_k: int = 5, robust: str | None = None,
-         templates_file: str | None = None, data_version: str | None = None, **metadata):
+         templates_file: str | None = None, data_version: str | None = None, split: str = "test", **metadata):
     """The task's documents as a ``datasets.DatasetDict`` with one ``test`` split.
 
     Called by lm-eval with the task metadata and ``dataset_kwargs`` as keyword arguments; see
@@ -50,7 +50,7 @@ def load(data_sha256: str | None = None, subset: str = "all", variant_types: lis
     records = task_records(data_sha256=data_sha256, subset=subset, variant_types=variant_types, data_dir=data_dir,
                            retriever=retriever, retrieval_k=retrieval_k, robust=robust,
                            templates_file=templates_file if robust == "template" else None,
-                           data_version=data_version)
+                           data_version=data_version, split=split)
     for rec in records:
         rec["scoring"] = scoring
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(records)})
