@@ -201,6 +201,7 @@ def reproduce(submission: str | Path, *, model: str | None = None, model_args: s
         regenerated = {s["doc"]["id"]: s for _, s in untrusted.iter_jsonl(files[0])}
         new_results = untrusted.read_json(next(f for f in out["files"] if f.name.startswith("results_")))
         used_args = (out["results"].get("config") or {}).get("model_args", args or "")
+        used_model = (out["results"].get("config") or {}).get("model") or model or "default"
     if set(regenerated) != wanted:
         raise ConsistbenchError(f"the reproduction generated {len(regenerated)} documents, {len(wanted)} were asked for")
     logged_samples = _logged_samples(v, wanted)
@@ -227,7 +228,7 @@ def reproduce(submission: str | Path, *, model: str | None = None, model_args: s
         reasons.append("the model's chat template differs from the one recorded in the results JSON")
     rec = ReproductionRecord(
         schema_version=1, submission_sha256=v.content_sha256, salt=salt, seed=seed, plan=plan, task=v.task,
-        groups=groups, model=model, model_args=str(used_args), compared_docs=len(order), exact_matches=matches,
+        groups=groups, model=str(used_model), model_args=str(used_args), compared_docs=len(order), exact_matches=matches,
         exact_match_share=matches / len(order), exact_match_ci=[float(ci.low), float(ci.high)],
         mismatched_groups=mismatched_groups, identical_prompts=identical_prompts, chat_template_matches=template_match,
         metrics=compare_responses(spec, logged, reproduced, seed),

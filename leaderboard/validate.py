@@ -126,6 +126,10 @@ class Validated:
 # ---------------------------------------------------------------------------------------------
 # Files
 
+# how results made by consistbench 0.1 recorded the default BERTScore encoder (now ``null``)
+_LEGACY_DEFAULT_BS_MODEL = "sentence-transformers/all-MiniLM-L6-v2 (embedded), num_layers 6"
+
+
 def _fail(msg: str) -> None:
     raise ConsistbenchError(msg)
 
@@ -331,7 +335,10 @@ def _results(path: Path, res: dict, spec: TaskSpec) -> dict:
         _fail(f"{path}: configs.{spec.name}.generation_kwargs differ from the task's ({bad})")
     meta = cfg.get("metadata") or {}
     for key in SCORING_KEYS:  # absent in results made before the settings became task metadata: the defaults
-        if key in meta and meta[key] != spec.config.get("metadata", {}).get(key):
+        value = meta.get(key)
+        if key == "bs_model" and value == _LEGACY_DEFAULT_BS_MODEL:
+            value = None  # the default encoder, as results of consistbench 0.1 spelled it
+        if key in meta and value != spec.config.get("metadata", {}).get(key):
             _fail(f"{path}: configs.{spec.name}.metadata.{key} is {meta[key]!r}, not the benchmark's "
                   f"{spec.config.get('metadata', {}).get(key)!r}: leaderboard entries use the default scoring settings")
     return res
@@ -422,8 +429,9 @@ class PromptFormat:
         rendered = self.render(messages, max_chars=len(prompt) + 1)
         return rendered == prompt
 
-    def render(self, messages: list[dict], max_chars: int | None = None) -> str | None:
-        """The chat template rendered for ``messages``; None when it grows past ``max_chars``.
+    def render(self, messages: list[dict] | str, max_chars: int | None = None) -> str | None:
+        """The chat template rendered for ``messages`` (a string: one user message); None when it
+        grows past ``max_chars``.
 
         transformers' own compiled template (its sandboxed Jinja environment, filters and
         globals), rendered as a stream so that a hostile template can neither fill memory nor,
@@ -431,6 +439,8 @@ class PromptFormat:
         """
         from transformers.utils.chat_template_utils import _compile_jinja_template
 
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
         try:
             compiled = _compile_jinja_template(self.template)
             parts, size = [], 0

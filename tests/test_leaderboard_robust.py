@@ -111,7 +111,7 @@ def test_a_template_prompt_without_its_preamble_is_rejected(sub):
     prompt = hit["arguments"]["gen_args_0"]["arg_0"]
     hit["arguments"]["gen_args_0"]["arg_0"] = prompt.replace(hit["doc"]["system"].strip(), "You are SmolLM")
     _write(path, samples)
-    _rejects(sub, "its prompt is not that document's prompt", hit["doc"]["id"])
+    _rejects(sub, "is not exactly the task's prompt", hit["doc"]["id"])
 
 
 def test_robust_files_and_results_must_agree(sub):
