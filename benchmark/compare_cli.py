@@ -12,7 +12,6 @@ difference A - B, its 95% interval, a bootstrap p-value and whether the interval
 from __future__ import annotations
 
 import functools
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,10 +82,12 @@ def _results_file(path: Path, task: str | None = None) -> Path:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConsistbenchError(f"{path}: not a readable JSON file ({exc})") from None
+    from consistbench.benchmark.untrusted import DEFAULT_LIMITS, MiB, read_json
+
+    data = read_json(path, DEFAULT_LIMITS.but(file_bytes=64 * MiB, line_bytes=64 * MiB), what="results JSON")
+    if not isinstance(data, dict):
+        raise ConsistbenchError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _pick_task(tasks: list[str], wanted: str | None, where: Path) -> str:
@@ -166,12 +167,9 @@ def load_side(path: str | Path, task: str | None = None) -> Side:
         return _from_results(_results_file(path, task), task)
     if path.suffix == ".json":
         return _from_results(path, task)
-    with path.open(encoding="utf-8") as f:
-        first = f.readline()
-    try:
-        head = json.loads(first) if first.strip() else {}
-    except json.JSONDecodeError:
-        raise ConsistbenchError(f"{path}:1: not JSON Lines") from None
+    from consistbench.benchmark.untrusted import iter_jsonl
+
+    head = next((obj for _, obj in iter_jsonl(path)), {})
     if isinstance(head, dict) and "doc" in head and "filtered_resps" in head:
         return _from_samples(path, task)
     return _from_responses(path)
@@ -205,9 +203,13 @@ def compare(a: Side, b: Side, settings=None, boot=None) -> dict[str, Any]:
     if a.data_version != b.data_version:
         raise ConsistbenchError(f"different data versions: {a.source} was scored on {a.data_version[:16]}..., "
                                 f"{b.source} on {b.data_version[:16]}...; compare results on the same data version")
+    from consistbench.benchmark.metrics import check_cost
+
     settings = settings or ScoreSettings()
     boot = boot or BootstrapSettings()
     rows_a, rows_b, info = shared_rows(a, b)
+    check_cost(rows_a, a.source)  # before any metric runs
+    check_cost(rows_b, b.source)
     result = paired_bootstrap(group_stats(rows_a, settings), group_stats(rows_b, settings), boot)
     return {"a": {"label": a.label, "source": a.source, "task": a.task},
             "b": {"label": b.label, "source": b.source, "task": b.task},

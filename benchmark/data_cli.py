@@ -1,5 +1,5 @@
-"""``consistbench data fetch|build|validate|audit``: the benchmark data (:mod:`consistbench.benchmark.databuild`,
-:mod:`consistbench.benchmark.corpus`, :mod:`consistbench.benchmark.audit`)."""
+"""``consistbench data fetch|build|build-robust|validate|audit``: the benchmark data (:mod:`consistbench.benchmark.databuild`,
+:mod:`consistbench.benchmark.corpus`, :mod:`consistbench.benchmark.robustbuild`, :mod:`consistbench.benchmark.audit`)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,33 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_build_robust(args) -> int:
+    from consistbench.benchmark.robustbuild import build_robust
+
+    build_robust(test_path=args.test, out_dir=args.output, seed=args.seed, templates_path=args.templates,
+                 check_only=args.check)
+    return 0
+
+
+def add_build_robust(dsub) -> None:
+    """``data build-robust``: the robust families' test rows (:mod:`consistbench.benchmark.robustbuild`)."""
+    p = dsub.add_parser("build-robust", help="build the typo/surface/template test rows from the test split",
+                        description="Write typo.jsonl, surface.jsonl and template.jsonl (each test group's original "
+                                    "and one variant of the family, audited) with versions.json, which records the "
+                                    "checksum of the test split they were built from. Rerun it whenever the test "
+                                    "split changes: the robust tasks refuse rows built from another test split.")
+    p.add_argument("--test", default=None, metavar="FILE",
+                   help="test split to build from (default: the shipped tasks/consistency/data/test.jsonl)")
+    add_output_option(p, required=False, metavar="DIR",
+                      help="folder for the family files (default: the shipped tasks/consistency/data/robust)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the typo and surface generators and of the "
+                                                       "template assignment (default 0)")
+    p.add_argument("--templates", default=None, metavar="FILE",
+                   help="template set (default: the shipped tasks/consistency/templates.yaml)")
+    p.add_argument("--check", action="store_true", help="rebuild to a temporary place and compare with the output folder")
+    p.set_defaults(func=cmd_build_robust)
+
+
 def cmd_audit(args) -> int:
     from consistbench.benchmark.audit import audit_files
 
@@ -60,6 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="folder for train/dev/test JSONL (default: the shipped data folder)")
     p.add_argument("--check", action="store_true", help="rebuild to a temporary place and compare with the shipped files")
     p.set_defaults(func=cmd_build)
+    add_build_robust(dsub)
     p = dsub.add_parser("audit", help="run every quality check on data files; non-zero exit on a violation")
     p.add_argument("files", nargs="+")
     p.add_argument("--max-report", type=int, default=50, help="violations listed per rule (default 50)")

@@ -54,7 +54,7 @@ def cmd_eval(args) -> int:
                        apply_chat_template={"auto": None, "yes": True, "no": False}[args.chat_template],
                        dedup=not args.no_dedup, trust_remote_code=args.trust_remote_code,
                        include_paths=tuple(args.include_path), gen_kwargs=args.gen_kwargs,
-                       settings=score_settings(args), boot=bootstrap_settings_of(args))
+                       settings=score_settings(args), boot=bootstrap_settings_of(args), templates_file=args.templates)
     out = run_eval(opts)
     if out["results"] is None:
         return 0
@@ -122,6 +122,15 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
                         "results then differ from the benchmark's defaults")
     p.add_argument("--include-path", action="append", default=[], metavar="DIR",
                    help="another folder of lm-eval task YAMLs to index (repeatable)")
+    add_templates_option(p)
     add_score_options(p, allow_skip_bs=False)
     add_bootstrap_options(p)
     p.set_defaults(func=cmd_eval)
+
+
+def add_templates_option(p: argparse.ArgumentParser) -> None:
+    """``--templates FILE``: a user's prompt-template set for the consistency_template task."""
+    p.add_argument("--templates", default=None, metavar="FILE",
+                   help="your own prompt templates for consistency_template (YAML in the format of "
+                        "tasks/consistency/templates.yaml); passed to the task as metadata templates_file "
+                        "and recorded in the results JSON")

@@ -154,10 +154,18 @@ class EvalOptions:
     # scoring settings, passed to the tasks as lm-eval metadata (recorded in the results JSON)
     settings: ScoreSettings = field(default_factory=ScoreSettings)
     boot: BootstrapSettings | None = field(default_factory=BootstrapSettings)  # None: no intervals
+    # a user's prompt-template set for consistency_template (task metadata ``templates_file``)
+    templates_file: str | None = None
+    # lm-eval's `samples`: only these document indices of each named task (instead of `limit`);
+    # lm-eval then numbers the chosen documents 0..k-1 in doc_id, in their task order
+    samples: dict[str, list[int]] | None = None
 
     def metadata(self) -> dict:
         """The task metadata these options set (what ``lm_eval --metadata`` would carry)."""
-        return self.settings.metadata() | bootstrap_metadata(self.boot)
+        meta = self.settings.metadata() | bootstrap_metadata(self.boot)
+        if self.templates_file:
+            meta["templates_file"] = str(Path(self.templates_file).resolve())
+        return meta
 
 
 def default_model_args() -> str:
@@ -253,6 +261,22 @@ def check_tasks(tm, tasks: tuple[str, ...]) -> None:
         raise ConsistbenchError(f"unknown task {unknown[0]!r}; available: {', '.join(ours)}")
 
 
+TEMPLATE_TASKS = ("consistency_template", "consistency_template_mini", "consistency_robust", "consistency_robust_mini")
+
+
+def check_templates_file(opts: EvalOptions) -> dict | None:
+    """Validate ``--templates`` before any model loads; what the results JSON records about it."""
+    if not opts.templates_file:
+        return None
+    from consistbench.benchmark.variants.template import describe, load_templates
+
+    if not any(t in TEMPLATE_TASKS for t in opts.tasks):
+        raise ConsistbenchError("--templates applies to the consistency_template task; add it to --tasks "
+                                "(consistency_template, consistency_template_mini or a consistency_robust tag)")
+    path = Path(opts.templates_file).resolve()
+    return describe(load_templates(path), str(path))
+
+
 def load_model(opts: EvalOptions):
     from lm_eval.api.registry import get_model
 
@@ -318,6 +342,7 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
     from lm_eval import evaluator
     from lm_eval.loggers import EvaluationTracker
 
+    templates = check_templates_file(opts)
     tm = task_manager(opts.include_paths, opts.metadata())
     check_tasks(tm, opts.tasks)
     t0 = time.perf_counter()
@@ -333,7 +358,7 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
         try:
             results = evaluator.simple_evaluate(
                 model=model, tasks=list(opts.tasks), task_manager=tm, apply_chat_template=chat,
-                log_samples=True, evaluation_tracker=tracker, limit=opts.limit, gen_kwargs=opts.gen_kwargs,
+                log_samples=True, evaluation_tracker=tracker, limit=opts.limit, samples=opts.samples, gen_kwargs=opts.gen_kwargs,
                 random_seed=opts.seed, numpy_random_seed=opts.seed, torch_random_seed=opts.seed, fewshot_random_seed=opts.seed)
         except ConsistbenchError:
             raise
@@ -360,6 +385,8 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
                                    "generation_cache": gen_cache,
                                    "settings": opts.settings.describe()
                                    | {"bootstrap": opts.boot.describe() if opts.boot else None}}
+        if templates:
+            results["consistbench"]["templates"] = templates  # the user's set: file, checksum, ids
         samples = results.pop("samples")
         from consistbench.benchmark.intervals import add_to_lm_eval_results
 
@@ -372,12 +399,17 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
         tracker.save_results_aggregated(results=results, samples=samples)
         for task_name in results["configs"]:
             tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
-        from consistbench.benchmark.report import bar_chart
+        from consistbench.benchmark.report import bar_chart, families_chart
 
         model_dir = next(p for p in staging.iterdir() if p.is_dir())
+        families = robust_families(results)
         for task_name in results["results"]:
-            bar_chart(task_metrics(results, task_name), model_dir / f"report_{task_name}.png",
-                      title=f"{task_name}: {model_dir.name}")
+            if not any(task_name in tasks for tasks in families.values()):
+                bar_chart(task_metrics(results, task_name), model_dir / f"report_{task_name}.png",
+                          title=f"{task_name}: {model_dir.name}")
+        for chart, tasks in families.items():  # one chart of the robust families per subset
+            families_chart({fam: task_metrics(results, t) for t, fam in tasks.items()}, model_dir / f"report_{chart}.png",
+                           title=f"{chart}: {model_dir.name}")
         final = out_root / model_dir.name
         final.mkdir(parents=True, exist_ok=True)
         files = []
@@ -405,6 +437,18 @@ def open_generation_cache(opts: EvalOptions, lm, model_name: str, model_args: st
         if other != cache.path:
             cache.entries.update(GenerationCache(other, ident, readonly=True).entries)
     return cache
+
+
+def robust_families(results: dict) -> dict[str, dict[str, str]]:
+    """The robust-family tasks of a results JSON, by chart: ``{"consistency_robust": {task: family}}``
+    (``consistency_robust_mini`` for tasks on the mini subset); read from each task's config."""
+    out: dict[str, dict[str, str]] = {}
+    for task in results.get("results", {}):
+        kwargs = (results.get("configs", {}).get(task) or {}).get("dataset_kwargs") or {}
+        if kwargs.get("robust"):
+            chart = "consistency_robust" + ("_mini" if kwargs.get("subset") == "mini" else "")
+            out.setdefault(chart, {})[task] = str(kwargs["robust"])
+    return out
 
 
 def _sanitize(pretrained: str) -> str:

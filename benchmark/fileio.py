@@ -1,5 +1,8 @@
 """Reading JSONL strictly and writing any output atomically.
 
+Input goes through :mod:`consistbench.benchmark.untrusted` (size, depth, number, Unicode and
+duplicate-key limits), so a hostile file gives one error line, never a traceback.
+
 Every output file is written to a temporary sibling and renamed into place, so an interrupted
 or failed run never leaves a half-written file that looks complete.
 """
@@ -16,33 +19,23 @@ from pathlib import Path
 from typing import Any
 
 from consistbench.benchmark.errors import DataError
+from consistbench.benchmark.untrusted import DEFAULT_LIMITS, ReadLimits, iter_jsonl
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a JSONL file; any undecodable byte, bad JSON or non-object line is a DataError.
+def read_jsonl(path: str | os.PathLike, limits: ReadLimits = DEFAULT_LIMITS) -> list[dict[str, Any]]:
+    """Read a JSONL file through the hardened reader (:mod:`consistbench.benchmark.untrusted`):
+    any undecodable byte, bad JSON, refused value (duplicate key, lone surrogate, too deep, too
+    long, ...) or non-object line is a DataError naming the file and the 1-based line number.
 
-    Blank lines are skipped. The error names the file and the 1-based line number.
+    Blank lines are skipped. Each row gets its line number as ``__line__``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
     rows: list[dict[str, Any]] = []
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: invalid UTF-8 ({exc.reason} at byte {exc.start})") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            obj["__line__"] = lineno
-            rows.append(obj)
+    for lineno, obj in iter_jsonl(path, limits):
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        obj["__line__"] = lineno
+        rows.append(obj)
     return rows
 
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from consistbench.benchmark import metrics as M
 from consistbench.benchmark.errors import ConsistbenchError
-from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
+from consistbench.benchmark.variants import PAIR_TYPES, ROW_TYPES
 
 N_RESAMPLES = 1000
 SEED = 0
@@ -230,7 +230,7 @@ def group_stats(rows: Sequence[M.Scored], settings: M.ScoreSettings | None = Non
     bleu = bleu_segment_stats([r.response for r in rows], [r.reference for r in rows])
     b.ratio("rougeL", row_group, rouge)
     b.bleu("bleu", row_group, bleu)
-    for vtype in ALL_TYPES:
+    for vtype in ROW_TYPES:
         mask = row_type == vtype
         if mask.any():
             b.ratio(f"rougeL_{vtype}", row_group[mask], rouge[mask])
@@ -244,7 +244,7 @@ def group_stats(rows: Sequence[M.Scored], settings: M.ScoreSettings | None = Non
         per["bs"] = M.bertscore_f1([(p.variant, p.original) for p in pairs], settings.bertscore)
     for name, values in per.items():
         b.ratio(name, pair_group, values)  # no pairs at all: NaN, as in compute_all
-        for vtype in VARIANT_TYPES:
+        for vtype in PAIR_TYPES:
             mask = pair_type == vtype
             if mask.any():
                 b.ratio(f"{name}_{vtype}", pair_group[mask], values[mask])

@@ -9,8 +9,8 @@ Consistency (each pair of the original's response and one variant's response, pa
     ``rs``  share of pairs whose ROUGE-L F1 is at least ``rs_threshold`` (default 0.8),
     ``bs``  mean BERTScore F1 between the two responses (bert-score; default encoder the
             embedded all-MiniLM-L6-v2 with ``num_layers=6``, no baseline rescaling).
-Every metric is also reported per variant type (``em_how_to``, ``rougeL_paraphrase``, ...;
-accuracy metrics also for ``original`` rows). All values lie in [0, 1].
+Every metric is also reported per variant type present (``em_how_to``, ``rougeL_paraphrase``,
+``em_typo``, ...; accuracy metrics also for ``original`` rows). All values lie in [0, 1].
 
 Pairing is always by ``group_id`` and never by position, because lm-eval gathers documents
 from several ranks in rank order.
@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 
 import functools
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,9 +29,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from consistbench.benchmark.errors import ConsistbenchError, DataError
-from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
+from consistbench.benchmark.variants import PAIR_TYPES, ROW_TYPES
 
 RS_THRESHOLD = 0.8
+# Bounds on what untrusted input may ask the metrics to do, checked by :func:`check_cost` before
+# any metric runs. ROUGE-L is a longest-common-subsequence table, quadratic in the token counts
+# (rouge-score's pure-Python LCS: about 0.5 us per cell on a 2-core CPU, so two 2,048-token texts
+# take ~2.4 s). A benchmark response is at most 64 tokens (~350 characters seen); a reference at
+# most ~230 characters. MAX_TEXT_CHARS bounds one response or reference; MAX_ROUGE_CELLS bounds the
+# sum of the LCS tables of one scoring run (every row against its reference, every pair of a
+# group): the full 4,148-row test split with typical answers needs ~11 M cells, the limit is ~20x
+# that (about two minutes of ROUGE-L at worst).
+MAX_TEXT_CHARS = 4096
+MAX_ROUGE_CELLS = 200_000_000
 ROUGE_USE_STEMMER = True
 BLEU_TOKENIZE = "13a"
 ACCURACY_METRICS = ("rougeL", "bleu")
@@ -316,7 +327,7 @@ def accuracy_metrics(rows: Sequence[Scored]) -> dict[str, float]:
     rouge = rouge_l_many((r.response, r.reference) for r in rows)
     out["rougeL"] = _mean(rouge)
     out["bleu"] = bleu([r.response for r in rows], [r.reference for r in rows])
-    for vtype in ALL_TYPES:
+    for vtype in ROW_TYPES:
         idx = [i for i, r in enumerate(rows) if r.variant_type == vtype]
         if idx:
             out[f"rougeL_{vtype}"] = _mean(rouge[idx])
@@ -336,11 +347,38 @@ def consistency_metrics(pairs: Sequence[Pair], settings: ScoreSettings | None = 
         per["bs"] = bs
     for name, values in per.items():
         out[name] = _mean(values)
-        for vtype in VARIANT_TYPES:
+        for vtype in PAIR_TYPES:
             idx = [i for i, p in enumerate(pairs) if p.variant_type == vtype]
             if idx:
                 out[f"{name}_{vtype}"] = _mean(values[idx])
     return out
+
+
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def _n_tokens(text: str) -> int:
+    # rouge-score's tokenizer keeps the [a-z0-9]+ runs of the lower-cased text (stemming does not
+    # change their number): the LCS table's side, without stemming anything
+    return len(_TOKEN.findall(text.lower()))
+
+
+def check_cost(rows: Sequence[Scored], where: str = "input") -> None:
+    """Refuse, before any metric runs, texts longer than :data:`MAX_TEXT_CHARS` and inputs whose
+    ROUGE-L work (LCS cells, rows and pairs) exceeds :data:`MAX_ROUGE_CELLS`."""
+    cells = 0
+    for row in rows:
+        for name in ("response", "reference"):
+            text = getattr(row, name)
+            if len(text) > MAX_TEXT_CHARS:
+                raise DataError(f"{where}: row {row.id!r}: {name} of {len(text):,} characters is longer than the "
+                                f"limit of {MAX_TEXT_CHARS:,} (refused before scoring: ROUGE-L is quadratic)")
+        cells += _n_tokens(row.response) * _n_tokens(row.reference)
+    for pair in pair_by_group(rows):
+        cells += _n_tokens(pair.original) * _n_tokens(pair.variant)
+    if cells > MAX_ROUGE_CELLS:
+        raise DataError(f"{where}: scoring these responses needs {cells:,} ROUGE-L table cells, above the limit of "
+                        f"{MAX_ROUGE_CELLS:,} (responses far longer than the benchmark's answers)")
 
 
 def compute_all(rows: Sequence[Scored], settings: ScoreSettings | None = None) -> dict[str, float]:

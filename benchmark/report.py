@@ -1,4 +1,4 @@
-"""Results for people: the terminal table and a PNG bar chart of metrics per variant type."""
+"""Results for people: the terminal table and PNG bar charts of metrics per variant type and per robust family."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from consistbench.benchmark.metrics import ACCURACY_METRICS, CONSISTENCY_METRICS, METRICS
-from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
+from consistbench.benchmark.variants import ALL_TYPES, ROBUST_TYPES, ROW_TYPES, VARIANT_TYPES
 
 
 def _fmt(value) -> str:
@@ -18,7 +18,7 @@ def _fmt(value) -> str:
 def table_rows(metrics: dict[str, float]) -> list[tuple[str, list[float | None]]]:
     """(label, values in METRICS order) for 'overall' and each row type present."""
     rows = [("overall", [metrics.get(m) for m in METRICS])]
-    for vtype in ALL_TYPES:
+    for vtype in ROW_TYPES:
         values = [metrics.get(f"{m}_{vtype}") for m in METRICS]
         if any(v is not None for v in values):
             rows.append((vtype, values))
@@ -89,6 +89,40 @@ def print_table(metrics: dict[str, float], counts: dict | None = None, title: st
         console.print(iv)
 
 
+def _grouped_bars(ax, names, categories: list[str], value, interval) -> None:
+    """One bar per (category, name); ``value(name, category)`` and ``interval(name, category)``
+    (a dict with ``low``/``high``, or empty) give its height and error bar."""
+    width = 0.8 / len(names)
+    any_interval = False
+    for j, name in enumerate(names):
+        vals = [value(name, c) for c in categories]
+        xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(categories))]
+        ivs = [interval(name, c) or {} for c in categories]
+        any_interval = any_interval or any(ivs)
+        yerr = [[max(0.0, v - iv.get("low", v)) if v == v and iv.get("low") == iv.get("low") else 0.0
+                 for v, iv in zip(vals, ivs)],
+                [max(0.0, iv.get("high", v) - v) if v == v and iv.get("high") == iv.get("high") else 0.0
+                 for v, iv in zip(vals, ivs)]]
+        bars = ax.bar(xs, vals, width, label=name, yerr=yerr if any(ivs) else None, capsize=2,
+                      error_kw={"elinewidth": 0.8})
+        ax.bar_label(bars, labels=[_fmt(v)[:4] if v == v else "" for v in vals], fontsize=7)
+    ax.set_xticks(range(len(categories)), categories)
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+
+
+def _save(fig, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    from consistbench.benchmark.fileio import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
 def bar_chart(metrics: dict[str, float], path: str | Path, title: str = "consistbench") -> Path:
     """PNG with two panels: accuracy per row type and consistency per variant type.
 
@@ -99,31 +133,37 @@ def bar_chart(metrics: dict[str, float], path: str | Path, title: str = "consist
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from consistbench.benchmark.fileio import atomic_path
-
     ci = (getattr(metrics, "intervals", None) or {}).get("metrics", {})  # error bars when present
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     for ax, names, types, label in ((axes[0], ACCURACY_METRICS, ALL_TYPES, "accuracy vs reference"),
                                     (axes[1], CONSISTENCY_METRICS, VARIANT_TYPES, "consistency original vs variant")):
-        width = 0.8 / len(names)
-        for j, name in enumerate(names):
-            vals = [metrics.get(f"{name}_{t}", float("nan")) for t in types]
-            xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(types))]
-            ivs = [ci.get(f"{name}_{t}") or {} for t in types]
-            yerr = [[max(0.0, v - iv.get("low", v)) if v == v and iv.get("low") == iv.get("low") else 0.0
-                     for v, iv in zip(vals, ivs)],
-                    [max(0.0, iv.get("high", v) - v) if v == v and iv.get("high") == iv.get("high") else 0.0
-                     for v, iv in zip(vals, ivs)]]
-            bars = ax.bar(xs, vals, width, label=name, yerr=yerr if ci else None, capsize=2,
-                          error_kw={"elinewidth": 0.8})
-            ax.bar_label(bars, labels=[_fmt(v)[:4] if v == v else "" for v in vals], fontsize=7)
-        ax.set_xticks(range(len(types)), types)
-        ax.set_ylim(0, 1.05)
+        _grouped_bars(ax, names, list(types), lambda n, t: metrics.get(f"{n}_{t}", float("nan")),
+                      lambda n, t: ci.get(f"{n}_{t}"))
         ax.set_title(label)
-        ax.legend(fontsize=8)
     fig.suptitle(title + ("  (error bars: 95% group-bootstrap intervals)" if ci else ""))
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
+
+
+def families_chart(families: dict[str, dict[str, float]], path: str | Path, title: str = "robust families") -> Path:
+    """PNG: consistency (EM, RS, BS) of each robust family, its original against its variant.
+
+    ``families`` maps a family (``typo``, ``surface``, ``template``) to the overall metrics of its
+    task; with intervals (:class:`consistbench.benchmark.intervals.MetricValues`) each bar has
+    its 95% interval. Accuracy is left out: in these tasks it mixes originals and variants.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cats = [f for f in ROBUST_TYPES if f in families] + sorted(f for f in families if f not in ROBUST_TYPES)
+
+    def ci(name, fam):
+        return ((getattr(families[fam], "intervals", None) or {}).get("metrics", {})).get(name)
+
+    has_ci = any(getattr(families[f], "intervals", None) for f in cats)
+    fig, ax = plt.subplots(figsize=(2.2 + 1.9 * len(cats), 4), constrained_layout=True)
+    _grouped_bars(ax, CONSISTENCY_METRICS, cats, lambda n, f: families[f].get(n, float("nan")), ci)
+    ax.set_title("consistency original vs family variant")
+    fig.suptitle(title + ("  (error bars: 95% group-bootstrap intervals)" if has_ci else ""))
+    return _save(fig, path)

@@ -4,13 +4,19 @@ Fields (all strings, all required):
     id           unique row id
     group_id     shared by an original and all its variants
     split        train | dev | test
-    variant_type original | how_to | plural_article | paraphrase
+    variant_type original | how_to | plural_article | paraphrase, or a robust family:
+                 typo | surface | template (``data/robust/``; see benchmark/variants)
     question     the query
     context      the retrieved passage(s) given to the generator
     reference    the gold answer
     passage_id   id of the passage in the corpus (``doc.html#anchor``)
     source       where the passage came from (a URL)
 A responses file holds data rows plus a string ``response``. Extra fields are kept untouched.
+
+Length limits (:data:`FIELD_LIMITS`, characters): ``question``, ``reference`` and ``response``
+at most :data:`consistbench.benchmark.metrics.MAX_TEXT_CHARS` (they are scored, and ROUGE-L is
+quadratic), ``context`` at most 65,536, every other field at most 1,024. Longer values are
+refused when the file is read, before any metric runs.
 
 Group rules: exactly one original per group; all rows of a group share ``split``,
 ``passage_id`` and ``reference``; no passage appears in two splits.
@@ -28,9 +34,17 @@ from typing import Any
 
 from consistbench.benchmark.errors import DataError
 from consistbench.benchmark.fileio import read_jsonl
-from consistbench.benchmark.variants import ALL_TYPES
+from consistbench.benchmark.metrics import MAX_TEXT_CHARS
+from consistbench.benchmark.variants import ROW_TYPES
 
 FIELDS = ("id", "group_id", "split", "variant_type", "question", "context", "reference", "passage_id", "source")
+FIELD_LIMITS = {"question": MAX_TEXT_CHARS, "reference": MAX_TEXT_CHARS, "response": MAX_TEXT_CHARS,
+                "context": 65_536}
+OTHER_FIELD_LIMIT = 1024
+
+
+def field_limit(name: str) -> int:
+    return FIELD_LIMITS.get(name, OTHER_FIELD_LIMIT)
 SPLITS = ("train", "dev", "test")
 
 
@@ -64,11 +78,16 @@ def parse_row(obj: dict[str, Any], where: str, *, require_response: bool = False
             raise DataError(f"{where}: missing field {name!r}")
         if not isinstance(obj[name], str):
             raise DataError(f"{where}: field {name!r} must be a string, got {type(obj[name]).__name__}")
+    for name in (*FIELDS, "response"):
+        value = obj.get(name)
+        if isinstance(value, str) and len(value) > field_limit(name):
+            raise DataError(f"{where}: field {name!r} has {len(value):,} characters, above the limit of "
+                            f"{field_limit(name):,}")
     for name in ("id", "group_id", "question"):
         if not obj[name].strip():
             raise DataError(f"{where}: field {name!r} is empty")
-    if obj["variant_type"] not in ALL_TYPES:
-        raise DataError(f"{where}: unknown variant_type {obj['variant_type']!r} (expected one of {', '.join(ALL_TYPES)})")
+    if obj["variant_type"] not in ROW_TYPES:
+        raise DataError(f"{where}: unknown variant_type {obj['variant_type']!r} (expected one of {', '.join(ROW_TYPES)})")
     if obj["split"] not in SPLITS:
         raise DataError(f"{where}: unknown split {obj['split']!r} (expected one of {', '.join(SPLITS)})")
     response = obj.get("response")
@@ -134,7 +153,8 @@ def group_id_for(passage_id: str, question: str) -> str:
     return f"g{digest}"
 
 
-VARIANT_SUFFIX = {"original": "orig", "how_to": "howto", "plural_article": "plural", "paraphrase": "para"}
+VARIANT_SUFFIX = {"original": "orig", "how_to": "howto", "plural_article": "plural", "paraphrase": "para",
+                  "typo": "typo", "surface": "surface", "template": "template"}
 
 
 def row_id_for(group_id: str, variant_type: str, n: int = 1) -> str:

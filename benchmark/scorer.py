@@ -12,7 +12,7 @@ from typing import Any
 
 from consistbench.benchmark import __version__
 from consistbench.benchmark.intervals import BootstrapSettings, MetricValues, bootstrap, bootstrap_rows, group_stats
-from consistbench.benchmark.metrics import ScoreSettings, Scored, compute_all, pair_by_group
+from consistbench.benchmark.metrics import ScoreSettings, Scored, check_cost, compute_all, pair_by_group
 from consistbench.benchmark.schema import Row, data_checksum, load_responses
 
 
@@ -64,6 +64,8 @@ def score_rows(rows: Sequence[Row], settings: ScoreSettings | None = None,
 
 def score_file(path: str | Path, settings: ScoreSettings | None = None,
                boot: BootstrapSettings | None | bool = True) -> dict[str, Any]:
-    result = score_rows(load_responses(path), settings, boot)
+    rows = load_responses(path)  # the hardened reader and the schema's field limits
+    check_cost(to_scored(rows), str(path))  # before any metric runs
+    result = score_rows(rows, settings, boot)
     result["input"] = str(path)
     return result

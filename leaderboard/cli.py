@@ -1,4 +1,4 @@
-"""``consistbench leaderboard prepare|validate|build|schema``: submissions and the static site."""
+"""``consistbench leaderboard prepare|validate|reproduce|build|schema``: submissions and the static site."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
-from consistbench.benchmark.cli import add_json_option, add_output_option
+from consistbench.benchmark.cli import add_json_option, add_output_option, add_trust_remote_code
 from consistbench.benchmark.errors import ConsistbenchError
 
 
@@ -33,10 +33,55 @@ def cmd_validate(args) -> int:
                                "data_sha256": v.data_sha256, "task_version": v.task_version, "n_docs": v.n_docs,
                                "n_pairs": v.n_pairs, "metadata": v.metadata.model_dump(mode="json"),
                                "metrics": {m: {"reported": v.reported[m], "rescored": value, "abs_diff": v.max_diff[m],
-                                               "tolerance": tolerance(m)} for m, value in v.metrics.items()}})
+                                               "tolerance": tolerance(m)} for m, value in v.metrics.items()},
+                               "verification": v.verification, "implausible": v.implausible,
+                               "content_sha256": v.content_sha256,
+                               "reproduction": v.reproduction.model_dump(mode="json") if v.reproduction else None})
         print(f"wrote {args.json}")
-    print(f"{args.submission}: OK (data version {v.data_sha256[:16]}..., every metric rescored from the samples)")
+    print(f"{args.submission}: OK (data version {v.data_sha256[:16]}..., every metric rescored from the samples); "
+          f"verification: {v.verification}" + (f" ({'; '.join(v.implausible)})" if v.implausible else ""))
     return 0
+
+
+def cmd_reproduce(args) -> int:
+    """Regenerate a seeded sample of a submission's groups and compare (exit 1 when it does not reproduce)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from consistbench.leaderboard.reproduce import plan_sample, reproduce
+    from consistbench.leaderboard.validate import load_task, validate_submission
+
+    if args.plan_only:
+        v = validate_submission(args.submission, reproduction=False)
+        p = plan_sample(load_task(v.task, v.data_sha256), args.forged_share, args.power, args.tolerated_share, args.confidence)
+        print(json.dumps(p.model_dump(), indent=2))
+        return 0
+    rec = reproduce(args.submission, model=args.model, model_args=args.model_args, salt=args.salt or "",
+                    forged_share=args.forged_share, power=args.power, tolerated_share=args.tolerated_share,
+                    confidence=args.confidence, batch_size=args.batch_size, device=args.device,
+                    trust_remote_code=args.trust_remote_code)
+    p = rec.plan
+    table = Table(title=f"{args.submission}: {rec.compared_docs} documents in {len(rec.groups)} of {p.n_groups} groups "
+                        "regenerated (logged - reproduced, 95% paired group bootstrap)")
+    for col in ("metric", "logged", "reproduced", "difference", "95% interval"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    def f(x):
+        return "-" if x is None else f"{x:.4f}"
+
+    for m, d in rec.metrics.items():
+        table.add_row(m, f(d.logged), f(d.reproduced), f(d.difference), f"[{f(d.low)}, {f(d.high)}]")
+    Console().print(table)
+    for mm in rec.mismatches[:5]:
+        print(f"differs: {mm.id}: logged {mm.logged[:80]!r} / regenerated {mm.reproduced[:80]!r}")
+    lo, hi = rec.exact_match_ci
+    print(f"identical responses: {rec.exact_matches} of {rec.compared_docs} ({rec.exact_match_share:.1%}, 95% CI "
+          f"{lo:.1%}-{hi:.1%}); groups that differ: {rec.mismatched_groups} (at most {p.max_mismatched_groups}); "
+          f"identical prompts: {rec.identical_prompts} of {rec.compared_docs}")
+    print(f"plan: detects >= {p.forged_share:.0%} forged responses with probability {p.detection_probability:.3f} "
+          f"(asked {p.power:.0%}); seed {rec.seed}" + (f" (salt {rec.salt!r})" if rec.salt else ""))
+    print(f"verdict: {rec.verdict}" + (": " + "; ".join(rec.reasons) if rec.reasons else "")
+          + f"; wrote {Path(args.submission) / 'reproduction.json'} ({rec.wall_seconds:.0f} s)")
+    return 0 if rec.verdict == "reproduced" else 1
 
 
 def cmd_build(args) -> int:
@@ -71,6 +116,16 @@ def _find_one(folder: Path, pattern: str, what: str) -> Path:
     return found[0]
 
 
+def _gzip_copy(src: Path, dst: Path) -> None:
+    """Copy a samples file, gzip-compressed unless it already is."""
+    if src.name.endswith(".gz"):
+        shutil.copyfile(src, dst)
+    else:  # mtime=0 and no file name in the header: the same samples give the same bytes
+        with src.open("rb") as fin, open(dst, "wb") as raw, \
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as fout:
+            shutil.copyfileobj(fin, fout)
+
+
 def cmd_prepare(args) -> int:
     """Make a submission directory from one ``consistbench eval`` / ``lm_eval`` output folder."""
     from consistbench.benchmark.fileio import atomic_path
@@ -80,11 +135,13 @@ def cmd_prepare(args) -> int:
     results = Path(args.results) if args.results else _find_one(src, "results_*.json", "results JSON")
     if not results.is_file():
         raise ConsistbenchError(f"{results}: no such file")
-    try:
-        res = json.loads(results.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConsistbenchError(f"{results}: malformed results JSON ({exc})") from None
-    tasks = sorted((res.get("results") or {}) if isinstance(res, dict) else [])
+    from consistbench.benchmark.untrusted import read_json
+    from consistbench.leaderboard.robust import robust_tasks_in
+    from consistbench.leaderboard.validate import _read_limits
+
+    res = read_json(results, _read_limits("results"), what="results JSON")
+    robust = robust_tasks_in(res) if isinstance(res, dict) else []
+    tasks = sorted(set((res.get("results") or {}) if isinstance(res, dict) else []) - set(robust))
     task = args.task or (tasks[0] if len(tasks) == 1 else None)
     if task is None:
         raise ConsistbenchError(f"{results}: holds tasks {tasks}; pass --task")
@@ -99,6 +156,8 @@ def cmd_prepare(args) -> int:
     if not precision:
         raise ConsistbenchError("the precision is unknown; pass --precision")
     samples_name = samples.name if samples.name.endswith(".gz") else samples.name + ".gz"
+    # the robust-family tasks of the same run ride along (their own samples files)
+    robust_samples = {t: _find_one(src, f"samples_{t}_[0-9]*.jsonl", f"samples JSONL of {t}") for t in robust}
     meta = {"schema_version": 1,
             "model": {k: v for k, v in {"name": args.name, "link": args.link, "parameters": int(params),
                                         "precision": precision, "revision": args.revision,
@@ -107,6 +166,8 @@ def cmd_prepare(args) -> int:
             "submitter": {k: v for k, v in {"name": args.submitter, "link": args.submitter_link}.items() if v},
             "date": args.date or dt.datetime.fromtimestamp(results.stat().st_mtime, dt.timezone.utc).date().isoformat(),
             "files": {"results": results.name, "samples": samples_name}}
+    if robust_samples:
+        meta["files"]["robust_samples"] = {t: p.name + ".gz" for t, p in robust_samples.items()}
     if args.notes:
         meta["notes"] = args.notes
     from pydantic import ValidationError
@@ -121,16 +182,14 @@ def cmd_prepare(args) -> int:
         raise ConsistbenchError(f"{out}: exists and is not empty (pass --force to replace it)")
     with atomic_path(out, is_dir=True) as tmp:
         shutil.copyfile(results, tmp / results.name)
-        if samples.name.endswith(".gz"):
-            shutil.copyfile(samples, tmp / samples_name)
-        else:  # mtime=0 and no file name in the header: the same samples give the same bytes
-            with samples.open("rb") as fin, open(tmp / samples_name, "wb") as raw, \
-                    gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as fout:
-                shutil.copyfileobj(fin, fout)
+        _gzip_copy(samples, tmp / samples_name)
+        for t, path in robust_samples.items():
+            _gzip_copy(path, tmp / meta["files"]["robust_samples"][t])
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         for p in tmp.iterdir():
             p.chmod(0o644)
-    print(f"wrote {out} ({results.name}, {samples_name}, {METADATA_FILE}); "
+    extra = "".join(f", {n}" for n in (meta["files"].get("robust_samples") or {}).values())
+    print(f"wrote {out} ({results.name}, {samples_name}{extra}, {METADATA_FILE}); "
           f"check it with: consistbench leaderboard validate {out}")
     return 0
 
@@ -147,6 +206,36 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="track the submission must be on (default: any track; the results JSON names its task)")
     add_json_option(p, help="also write the validation report (reported vs rescored, per metric) to FILE")
     p.set_defaults(func=cmd_validate)
+
+    from consistbench.leaderboard.reproduce import CONFIDENCE, FORGED_SHARE, POWER, TOLERATED_SHARE
+
+    p = lsub.add_parser("reproduce", help="regenerate a seeded sample of a submission's groups with its model and "
+                                          "compare with the logged responses; writes reproduction.json",
+                        description="Regenerates whole question groups chosen by a seed derived from the "
+                                    "submission's content (plus --salt), with the task's generation settings and "
+                                    "the submission's chat-template choice, and compares every regenerated response "
+                                    "with the logged one. Exit status 1 when the responses do not reproduce.")
+    p.add_argument("submission", help="submission directory")
+    p.add_argument("--model", default=None,
+                   help="lm-eval model type (default: consistbench-hf, the exact default generation path of "
+                        "consistbench eval)")
+    p.add_argument("--model-args", default=None,
+                   help="lm-eval model_args of the submission's model, e.g. pretrained=DIR (default: the embedded "
+                        "SmolLM2); the submission's dtype= is added when not given")
+    p.add_argument("--salt", default="", help="extra seed material the submitter cannot predict (recorded)")
+    p.add_argument("--forged-share", type=float, default=FORGED_SHARE,
+                   help=f"smallest share of forged responses to detect (default {FORGED_SHARE})")
+    p.add_argument("--power", type=float, default=POWER, help=f"probability of detecting it (default {POWER})")
+    p.add_argument("--tolerated-share", type=float, default=TOLERATED_SHARE,
+                   help="share of honest groups allowed not to reproduce exactly, e.g. other hardware "
+                        f"(default {TOLERATED_SHARE}: greedy decoding reproduces exactly)")
+    p.add_argument("--confidence", type=float, default=CONFIDENCE,
+                   help=f"probability that an honest submission passes when --tolerated-share > 0 (default {CONFIDENCE})")
+    p.add_argument("--batch-size", default="8", help="generation batch size (default 8)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when present, else CPU)")
+    add_trust_remote_code(p)
+    p.add_argument("--plan-only", action="store_true", help="print the sampling plan and stop")
+    p.set_defaults(func=cmd_reproduce)
 
     p = lsub.add_parser("build", help="validate every submission and write the static site")
     p.add_argument("submissions", help="directory of submission directories (e.g. leaderboard/submissions)")

@@ -6,7 +6,9 @@ A submission is a directory holding three files:
 * lm-eval's results JSON (``results_*.json``) as ``consistbench eval`` or
   ``lm_eval --log_samples`` wrote it;
 * lm-eval's samples JSONL for the task (``samples_consistency_*.jsonl``, or the same file
-  gzip-compressed as ``.jsonl.gz``).
+  gzip-compressed as ``.jsonl.gz``);
+* optionally, the samples of the track's robust-family tasks from the same run
+  (``files.robust_samples``; :mod:`consistbench.leaderboard.robust`).
 
 The metadata model forbids unknown keys so a typo is an error, not a silently ignored field.
 :class:`RankingRow` is the reverse: open to extra fields (for instance a ``ci`` dict of
@@ -26,6 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA_VERSION = 1
 METADATA_FILE = "metadata.json"
+REPRODUCTION_FILE = "reproduction.json"  # written by `consistbench leaderboard reproduce`
+VERIFICATION_LEVELS = ("rescored", "reproduced", "needs reproduction")
 # A plain file name: no directory part, no leading dot, a conservative character set.
 SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 # Submission directory names become page names on the site.
@@ -83,6 +87,9 @@ class SubmissionFiles(BaseModel):
 
     results: str = Field(description="lm-eval results JSON, e.g. results_2026-01-01T00-00-00.json")
     samples: str = Field(description="lm-eval samples JSONL for the task (.jsonl or .jsonl.gz)")
+    robust_samples: dict[str, str] | None = Field(
+        None, description="optional: the samples JSONL of each robust-family task the results JSON holds, by task "
+                          "(e.g. {\"consistency_typo_mini\": \"samples_consistency_typo_mini_....jsonl.gz\"})")
 
     @field_validator("results", "samples")
     @classmethod
@@ -90,6 +97,17 @@ class SubmissionFiles(BaseModel):
         if not SAFE_FILE_NAME.match(value) or ".." in value:
             raise ValueError(f"{value!r} is not a plain file name inside the submission directory "
                              "(letters, digits, '.', '_', '+', '-'; no '/', no '..', no leading dot)")
+        return value
+
+    @field_validator("robust_samples")
+    @classmethod
+    def _robust_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        from consistbench.leaderboard.robust import TASK_FAMILY
+
+        for task, name in (value or {}).items():
+            if task not in TASK_FAMILY:
+                raise ValueError(f"{task!r} is not a robust-family task ({', '.join(sorted(TASK_FAMILY))})")
+            cls._plain_name(name)
         return value
 
 
@@ -104,6 +122,83 @@ class SubmissionMetadata(BaseModel):
     date: _dt.date = Field(description="date of the evaluation run (YYYY-MM-DD)")
     files: SubmissionFiles
     notes: str | None = Field(None, max_length=2000, description="anything a reader should know (shown as text)")
+
+
+class SamplingPlan(BaseModel):
+    """How many whole groups a reproduction regenerates, and how many may differ.
+
+    The sample is whole question groups (so every metric, consistency included, can be compared).
+    ``sample_groups`` is the smallest number g such that, if at least ``forged_share`` of the
+    responses were not produced by the model (however they are spread over groups), the sample
+    holds more than ``max_mismatched_groups`` groups with a forged response with probability at
+    least ``power``; ``max_mismatched_groups`` is the largest number of mismatched groups an
+    honest submission shows with probability ``confidence`` when each group independently fails
+    to reproduce with probability ``tolerated_share`` (0: greedy generation is deterministic, so
+    every group must reproduce exactly). See docs/LEADERBOARD.md, "Reproduction".
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    forged_share: float = Field(gt=0, le=1)
+    power: float = Field(gt=0, lt=1)
+    tolerated_share: float = Field(ge=0, lt=1)
+    confidence: float = Field(gt=0, lt=1)
+    n_docs: int = Field(gt=0)
+    n_groups: int = Field(gt=0)
+    forged_groups: int = Field(ge=0, description="fewest groups that can hold the forged share of responses")
+    sample_groups: int = Field(gt=0)
+    max_mismatched_groups: int = Field(ge=0)
+    detection_probability: float = Field(ge=0, le=1, description="P(detected) at exactly forged_share")
+
+
+class MetricDifference(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    logged: float | None
+    reproduced: float | None
+    difference: float | None = Field(description="logged - reproduced")
+    low: float | None
+    high: float | None
+
+
+class Mismatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(max_length=200)
+    logged: str = Field(max_length=400)
+    reproduced: str = Field(max_length=400)
+
+
+class ReproductionRecord(BaseModel):
+    """``reproduction.json``: what ``consistbench leaderboard reproduce`` found for a submission."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1]
+    submission_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="content hash of the files reproduced")
+    salt: str = Field("", max_length=200, description="extra seed material chosen by whoever ran it")
+    seed: int = Field(ge=0, lt=2**64)
+    plan: SamplingPlan
+    task: str = Field(max_length=100)
+    groups: list[str] = Field(max_length=100_000, description="the sampled group ids, sorted")
+    model: str = Field(max_length=100, description="lm-eval model type used")
+    model_args: str = Field(max_length=2000)
+    compared_docs: int = Field(ge=0)
+    exact_matches: int = Field(ge=0)
+    exact_match_share: float = Field(ge=0, le=1)
+    exact_match_ci: list[float] = Field(min_length=2, max_length=2, description="95% Clopper-Pearson interval")
+    mismatched_groups: int = Field(ge=0)
+    identical_prompts: int = Field(ge=0, description="documents whose regenerated prompt equals the logged one")
+    chat_template_matches: bool | None = None
+    metrics: dict[str, MetricDifference] = Field(default_factory=dict, max_length=200,
+                                                 description="paired group bootstrap, 95%, logged minus reproduced")
+    mismatches: list[Mismatch] = Field(default_factory=list, max_length=50)
+    verdict: Literal["reproduced", "not reproduced"]
+    reasons: list[str] = Field(default_factory=list, max_length=20)
+    consistbench_version: str = Field(max_length=50)
+    lm_eval_version: str | None = Field(None, max_length=50)
+    wall_seconds: float = Field(ge=0)
+    date: _dt.date
 
 
 class RankingRow(BaseModel):
@@ -133,6 +228,11 @@ class RankingRow(BaseModel):
     # ranking metrics; ``tied_with_above`` when the difference on the first one is not significant
     vs_above: dict[str, dict[str, float | bool]] | None = None
     tied_with_above: bool | None = None
+    # "rescored", "reproduced" or "needs reproduction" (see VERIFICATION_LEVELS); which
+    # plausibility bounds the entry breaks; the reproduction's figures when it was reproduced
+    verification: str = "rescored"
+    implausible: list[str] = Field(default_factory=list)
+    reproduction: dict | None = None
 
 
 def metadata_json_schema() -> dict:

@@ -27,9 +27,12 @@ from consistbench.benchmark.errors import ConsistbenchError
 from consistbench.benchmark.fileio import atomic_path
 from consistbench.benchmark.metrics import ACCURACY_METRICS, CONSISTENCY_METRICS
 from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
+from consistbench.leaderboard.robust import GROUP_LABELS as ROBUST_GROUP_LABELS
 from consistbench.leaderboard.schema import SAFE_SLUG, RankingRow, metadata_json_schema_text
-from consistbench.leaderboard.validate import (LEADERBOARD_TASK, LIMITS, TOLERANCE, TOLERANCE_BS, TRACKS, Validated, load_task,
-                                  validate_submission)
+from consistbench.leaderboard.validate import (LEADERBOARD_TASK, LIMITS, PLAUSIBLE_IDENTICAL_GROUPS, PLAUSIBLE_MAX,
+                                              PLAUSIBLE_REFERENCE_SHARE, TOLERANCE, TOLERANCE_BS, TRACKS, Validated,
+                                              load_task, read_submission_file, shipped_data_version,
+                                              validate_submission)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 SITE_MARKER = ".consistbench-leaderboard"  # refuse to replace a directory that is not a site we built
@@ -37,6 +40,7 @@ DEFAULT_SORT = ("rougeL", "rs")  # accuracy first: consistency alone rewards a m
 METRIC_LABELS = {"rougeL": "ROUGE-L", "bleu": "BLEU", "em": "EM", "rs": "RS", "bs": "BS"}
 TYPE_LABELS = {"original": "original", "how_to": "how-to", "plural_article": "plural/article",
                "paraphrase": "paraphrase", "": "overall"}
+TYPE_LABELS.update(ROBUST_GROUP_LABELS)  # robust families: their own column groups (leaderboard.robust)
 
 
 @dataclass(frozen=True)
@@ -89,12 +93,28 @@ def ranking(validated: list[tuple[str, Validated]]) -> list[RankingRow]:
     """Ranking rows ordered by the default key (ROUGE-L, then RS, then slug); rank 1 is best."""
     rows = [RankingRow(rank=0, slug=slug, model=v.metadata.model, submitter=v.metadata.submitter,
                        date=v.metadata.date, task=v.task, data_sha256=v.data_sha256, n_docs=v.n_docs,
-                       n_pairs=v.n_pairs, metrics=v.metrics, reported=v.reported, notes=v.metadata.notes)
+                       n_pairs=v.n_pairs, metrics=v.metrics, reported=v.reported, notes=v.metadata.notes,
+                       verification=v.verification, implausible=v.implausible,
+                       reproduction=reproduction_summary(v.reproduction))
             for slug, v in validated]
     rows.sort(key=_sort_key)
     for i, row in enumerate(rows, start=1):
         row.rank = i
     return rows
+
+
+def reproduction_summary(rec) -> dict | None:
+    """The figures of a reproduction record that the site shows (None without a record)."""
+    if rec is None:
+        return None
+    p = rec.plan
+    return {"verdict": rec.verdict, "groups": len(rec.groups), "n_groups": p.n_groups, "docs": rec.compared_docs,
+            "exact_matches": rec.exact_matches, "exact_match_share": rec.exact_match_share,
+            "exact_match_ci": rec.exact_match_ci, "mismatched_groups": rec.mismatched_groups,
+            "max_mismatched_groups": p.max_mismatched_groups, "forged_share": p.forged_share, "power": p.power,
+            "detection_probability": p.detection_probability, "seed": rec.seed, "salt": rec.salt,
+            "model_args": rec.model_args, "date": rec.date.isoformat(),
+            "metrics": {m: d.model_dump() for m, d in rec.metrics.items()}}
 
 
 def attach_intervals(rows: list[RankingRow], validated: dict[str, Validated], spec, boot=None) -> dict:
@@ -117,6 +137,7 @@ def attach_intervals(rows: list[RankingRow], validated: dict[str, Validated], sp
         stats.append(I.group_stats(scored, settings))
         iv = I.bootstrap(stats[-1], boot)["metrics"]
         row.ci = {m: [v["low"], v["high"]] for m, v in sorted(iv.items()) if not math.isnan(v["low"])}
+        row.ci.update(_robust_intervals(validated[row.slug], boot, spec.rs_threshold))
     for i in range(1, len(rows)):
         diff = I.paired_bootstrap(stats[i - 1], stats[i], boot)["metrics"]
         rows[i].vs_above = {m: {k: diff[m][k] for k in ("difference", "low", "high", "p_value", "significant")}
@@ -208,24 +229,39 @@ def model_charts(row: RankingRow) -> list[str]:
     return [acc, con]
 
 
+# A spreadsheet opening the CSV runs a cell that starts with one of these as a formula
+# (OWASP, "CSV Injection"): such a text cell gets a leading apostrophe, which spreadsheets show
+# as text and do not evaluate. Only text cells are touched; every number the CSV writes is >= 0.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: str) -> str:
+    """A user-supplied text cell made safe for spreadsheets (OWASP CSV-injection guidance)."""
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
 def _csv(tracks: dict[str, list[RankingRow]], columns: list[Column]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["task", "rank", "slug", "model", "parameters", "precision", "submitter", "date", "data_sha256",
-                     *[c.metric for c in columns]])
+                     "verification", *[c.metric for c in columns]])
     for task, rows in tracks.items():
         for r in rows:
-            writer.writerow([task, r.rank, r.slug, r.model.name, r.model.parameters, r.model.precision,
-                             r.submitter.name, r.date.isoformat(), r.data_sha256,
+            writer.writerow([task, r.rank, csv_text(r.slug), csv_text(r.model.name), r.model.parameters,
+                             csv_text(r.model.precision), csv_text(r.submitter.name), r.date.isoformat(), r.data_sha256,
+                             r.verification,
                              *["" if (v := r.metrics.get(c.metric)) is None or math.isnan(v) else repr(v)
                                for c in columns]])
     return buf.getvalue()
 
 
-def site_json(tracks: dict[str, list[RankingRow]], specs: dict, intervals: dict | None = None) -> str:
+def site_json(tracks: dict[str, list[RankingRow]], specs: dict, intervals: dict | None = None,
+              descriptions: dict[str, str] | None = None) -> str:
+    descriptions = descriptions or {}
     doc = {"generator": "consistbench leaderboard build", "schema_version": 1, "default_sort": list(DEFAULT_SORT),
            "tolerance": {"default": TOLERANCE, "bs": TOLERANCE_BS}, "intervals": intervals,
-           "tracks": {task: {"description": TRACKS[task], "task_version": specs[task].version,
+           "tracks": {task: {"description": descriptions.get(task, TRACKS.get(task, task)),
+                             "task": specs[task].name, "task_version": specs[task].version,
                              "data_sha256": specs[task].data_sha256, "n_docs": len(specs[task].docs),
                              "rows": [r.model_dump(mode="json") for r in rows]}
                       for task, rows in tracks.items()}}
@@ -241,6 +277,10 @@ def collect(submissions_dir: str | Path, task: str | None = None) -> list[tuple[
     root = Path(submissions_dir)
     if not root.is_dir():
         raise ConsistbenchError(f"{root}: not a directory")
+    links = sorted(p.name for p in root.iterdir() if p.is_symlink())
+    if links:  # a link could point anywhere; build would copy that tree into the site
+        raise ConsistbenchError(f"{root / links[0]}: a symbolic link among the submissions (refused: each submission "
+                                "is a plain directory)")
     dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not dirs:
         raise ConsistbenchError(f"{root}: no submission directories")
@@ -259,6 +299,28 @@ def collect(submissions_dir: str | Path, task: str | None = None) -> list[tuple[
     return out
 
 
+def sections_of(validated: list[tuple[str, Validated]], task: str | None = None):
+    """The site's sections: every track on the current data, then each track on each earlier data
+    version that a submission was made on (rescored on that version, ranked only among its peers:
+    scores on different data are never compared). Returns ``(keys, {key: (task, data_sha256)},
+    {key: description})``; a section on an earlier version is keyed ``<task>@<version>``."""
+    from consistbench.benchmark import dataversions
+
+    current = shipped_data_version()
+    keys, task_of, descriptions = [], {}, {}
+    for name in ([task] if task else list(TRACKS)):
+        keys.append(name)
+        task_of[name], descriptions[name] = (name, current), TRACKS[name]
+        for sha in sorted({v.data_sha256 for _, v in validated if v.task == name and v.data_sha256 != current}):
+            version = dataversions.by_sha256(sha)
+            key = f"{name}@{version.name}"
+            keys.append(key)
+            task_of[key] = (name, sha)
+            descriptions[key] = (f"{TRACKS[name]}, on the earlier data version {version.name} ({sha[:12]}...): "
+                                 "kept so that published numbers stay checkable; not ranked with the current data")
+    return keys, task_of, descriptions
+
+
 def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | None = None) -> dict[str, list[RankingRow]]:
     """Validate, rank per track and write the site; ``site_dir`` is replaced atomically."""
     site_dir = Path(site_dir)
@@ -266,21 +328,26 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
         raise ConsistbenchError(f"{site_dir}: exists and is not a leaderboard site built by consistbench; "
                                 "choose an empty or new directory")
     validated = collect(submissions_dir, task)
-    names = [task] if task else list(TRACKS)
-    specs = {name: load_task(name) for name in names}
-    tracks = {name: ranking([(slug, v) for slug, v in validated if v.task == name]) for name in names}
+    names, task_of, descriptions = sections_of(validated, task)
+    specs = {key: load_task(task_of[key][0], task_of[key][1]) for key in names}
+    tracks = {key: ranking([(slug, v) for slug, v in validated if (v.task, v.data_sha256) == task_of[key]])
+              for key in names}
     intervals = {}
     for name in names:  # 95% intervals and tie marks
         intervals = attach_intervals(tracks[name], dict(validated), specs[name])
     columns = ranking_columns()
+    all_columns = columns + _robust_columns([r for rows in tracks.values() for r in rows])  # CSV: every track's
     env = _env()
     main = specs[names[0]]
     common = {"data_sha256": main.data_sha256, "tolerance": TOLERANCE, "tolerance_bs": TOLERANCE_BS,
               "limits": {k: (f"{v // 1048576} MiB" if v >= 1048576 else f"{v // 1024} KiB") for k, v in LIMITS.items()}, "default_sort": DEFAULT_SORT,
-              "main_task": LEADERBOARD_TASK, "intervals": intervals}
-    sections = [{"task": name, "description": TRACKS[name], "version": specs[name].version,
+              "main_task": LEADERBOARD_TASK, "intervals": intervals,
+              "plausible": {"max": PLAUSIBLE_MAX, "reference_share": PLAUSIBLE_REFERENCE_SHARE,
+                            "identical_groups": PLAUSIBLE_IDENTICAL_GROUPS}}
+    sections = [{"task": name, "description": descriptions[name], "version": specs[name].version,
                  "n_docs": len(specs[name].docs), "rows": tracks[name],
-                 "table": render_ranking_table(tracks[name], columns) if tracks[name] else None} for name in names]
+                 "table": render_ranking_table(tracks[name], columns + _robust_columns(tracks[name]))
+                 if tracks[name] else None} for name in names]
     pages = {
         "index.html": env.get_template("index.html").render(sections=sections, root="", **common),
         "submit.html": env.get_template("submit.html").render(root="", tracks=TRACKS, **common),
@@ -290,14 +357,14 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
         for row in tracks[name]:
             # the submission's own files ship with the site, so anyone can re-check the numbers
             v = by_slug[row.slug]
-            files = ["metadata.json", v.metadata.files.results, v.metadata.files.samples]
+            files = v.files
             for f in files:
-                pages[f"submissions/{row.slug}/{f}"] = (v.directory / f).read_bytes()
+                pages[f"submissions/{row.slug}/{f}"] = read_submission_file(v, f)
             pages[f"models/{row.slug}.html"] = env.get_template("model.html").render(
-                row=row, charts=model_charts(row), types=ALL_TYPES, track=TRACKS[name], n_docs=len(specs[name].docs),
+                row=row, charts=model_charts(row) + _robust_charts(row), types=ALL_TYPES, track=descriptions[name], n_docs=len(specs[name].docs),
                 accuracy=ACCURACY_METRICS, consistency=CONSISTENCY_METRICS, files=files, root="../", **common)
-    pages["leaderboard.json"] = site_json(tracks, specs, intervals)
-    pages["leaderboard.csv"] = _csv(tracks, columns)
+    pages["leaderboard.json"] = site_json(tracks, specs, intervals, descriptions)
+    pages["leaderboard.csv"] = _csv(tracks, all_columns)
     pages["submission.schema.json"] = metadata_json_schema_text()
     pages[SITE_MARKER] = "built by `consistbench leaderboard build`; safe to replace\n"
     with atomic_path(site_dir, is_dir=True) as tmp:
@@ -308,3 +375,30 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
             path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
             path.chmod(0o644)
     return tracks
+
+
+# ---------------------------------------------------------------------------------------------
+# Robust families (consistbench.leaderboard.robust): a column group each, only when present
+
+def _robust_intervals(validated: Validated, boot, rs_threshold: float) -> dict:
+    from consistbench.leaderboard.robust import robust_intervals
+
+    return robust_intervals(validated, boot, rs_threshold)
+
+
+def _robust_columns(rows: list[RankingRow]) -> list[Column]:
+    from consistbench.leaderboard.robust import robust_columns
+
+    return robust_columns(rows)
+
+
+def _robust_charts(row: RankingRow) -> list[str]:
+    from consistbench.leaderboard.robust import robust_charts
+
+    return robust_charts(row)
+
+
+def _robust_files(meta) -> list[str]:
+    from consistbench.leaderboard.robust import robust_files
+
+    return robust_files(meta)

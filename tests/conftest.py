@@ -23,7 +23,9 @@ if str(REPO) not in sys.path:
 
 def make_row(gid: str, vtype: str, question: str, *, split: str = "test", reference: str = "Use copy.copy().",
              context: str = "Use copy.copy() for shallow copies.", passage: str | None = None, **extra) -> dict:
-    suffix = {"original": "orig", "how_to": "howto", "plural_article": "plural", "paraphrase": "para"}[vtype]
+    from consistbench.benchmark.schema import VARIANT_SUFFIX
+
+    suffix = VARIANT_SUFFIX[vtype]
     row = {"id": f"{gid}-{suffix}", "group_id": gid, "split": split, "variant_type": vtype, "question": question,
            "context": context, "reference": reference, "passage_id": passage or f"doc.html#{gid}",
            "source": "https://docs.python.org/3.11/doc.html"}
@@ -84,4 +86,20 @@ def tiny_llama_dir(tmp_path_factory, smollm2_dir) -> Path:
     model = LlamaForCausalLM(config)
     model.save_pretrained(out)
     tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def wide_llama_dir(tmp_path_factory, tiny_llama_dir) -> Path:
+    """tiny_llama_dir re-initialised with std 0.3: non-empty answers that differ between prompts
+    (with the default std 0.02 a tiny random model says the same punctuation to everything)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("wide-llama")
+    config = LlamaConfig.from_pretrained(tiny_llama_dir)
+    config.initializer_range = 0.3
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_llama_dir).save_pretrained(out)
     return out

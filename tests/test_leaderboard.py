@@ -190,6 +190,9 @@ def test_main_track_is_checked_against_the_whole_test_split(tmp_path, real_submi
     res = read_results(real_submission)
     for key in ("results", "configs", "versions", "n-shot", "n-samples", "higher_is_better"):
         res[key] = {"consistency": res[key][TASK]}
+    # these prompts are the plain doc_to_text: a run without a chat template
+    res["chat_template"] = res["chat_template_sha"] = None
+    res["consistbench"]["apply_chat_template"] = False
     res["n-samples"]["consistency"] = {"original": len(samples), "effective": len(samples)}
     metrics, _ = V.rescore(spec, {d["id"]: d["reference"] for d in spec.docs})
     for m in spec.metrics:
@@ -350,16 +353,16 @@ def test_rejects_a_samples_file_that_decompresses_above_the_limit(sub, monkeypat
 def test_rejects_malformed_json(sub, which):
     if which == "metadata":
         (sub / "metadata.json").write_text('{"schema_version": 1, "model": ')
-        rejects(sub, "metadata.json", "malformed JSON in the metadata")
+        rejects(sub, "metadata.json: invalid JSON")
     elif which == "results":
         path = results_path(sub)
         path.write_text(path.read_text()[:-200])
-        rejects(sub, "malformed JSON in the results JSON", "line")
+        rejects(sub, f"{path.name}: invalid JSON", "line")
     else:
         lines = [json.dumps(s) + "\n" for s in read_samples(sub)]
         lines[4] = lines[4][:50] + "\n"
         write_samples(sub, [], raw_lines=lines)
-        rejects(sub, ":5: malformed JSON")
+        rejects(sub, ":5: invalid JSON")
 
 
 def test_rejects_a_broken_gzip_file(sub):
@@ -408,23 +411,391 @@ def test_every_shipped_submission_validates():
 
 
 # ---------------------------------------------------------------------------------------------
+# Hostile input: every case must give one line (no traceback) and never unbounded cost
+
+def raw_results(sub: Path) -> str:
+    return results_path(sub).read_text()
+
+
+def cli_rejects(sub: Path, capsys, *needles: str) -> str:
+    """`consistbench leaderboard validate` exits 2 with exactly one `consistbench: error:` line."""
+    assert main(["leaderboard", "validate", str(sub)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("consistbench: error:"), err
+    for needle in needles:
+        assert needle in err[0], err[0]
+    return err[0]
+
+
+def test_rejects_duplicate_keys_in_the_results_json(sub, capsys):
+    # the inflated value first: Python's json keeps the last (true) one, another parser the first
+    text = raw_results(sub)
+    results_path(sub).write_text(text.replace('"em,none":', '"em,none": 0.99, "em,none":', 1))
+    cli_rejects(sub, capsys, "duplicate key 'em,none'")
+
+
+def test_rejects_duplicate_keys_in_metadata(sub, capsys):
+    text = (sub / "metadata.json").read_text()
+    (sub / "metadata.json").write_text(text.replace('"parameters":', '"parameters": 7000000000, "parameters":', 1))
+    cli_rejects(sub, capsys, "metadata.json", "duplicate key 'parameters'")
+
+
+@pytest.mark.parametrize("depth", [40, 5000])
+def test_rejects_deep_nesting_without_a_traceback(sub, capsys, depth):
+    text = raw_results(sub)
+    results_path(sub).write_text(text.replace("{", '{"deep": ' + "[" * depth + "]" * depth + ", ", 1))
+    cli_rejects(sub, capsys, "nested", f"{V.DEPTH}")
+
+
+def test_rejects_a_5000_digit_integer_without_a_traceback(sub, capsys):
+    text = raw_results(sub)
+    results_path(sub).write_text(text.replace("{", '{"big": ' + "7" * 5000 + ", ", 1))
+    cli_rejects(sub, capsys, "an integer of 5000 digits")
+
+
+def test_rejects_infinity(sub, capsys):
+    text = raw_results(sub)
+    results_path(sub).write_text(text.replace('"em,none": ', '"em,none": Infinity, "x": ', 1))
+    cli_rejects(sub, capsys, "Infinity is not accepted")
+
+
+def test_rejects_a_lone_surrogate_in_a_response_without_a_traceback(sub, capsys):
+    samples = read_samples(sub)
+    s = samples[3]
+    text = "fine words \ud800 then more"  # a lone surrogate: Python keeps it, UTF-8 cannot encode it
+    s["resps"], s["filtered_resps"] = [[text]], [text]
+    for m in V.load_task(TASK).metrics:
+        s[m][3] = text
+    # json.dumps escapes it as \ud800 (ensure_ascii), exactly what a hostile file holds
+    write_samples(sub, [], raw_lines=[json.dumps(x) + "\n" for x in samples])
+    cli_rejects(sub, capsys, ":4:", "lone surrogate \\ud800")
+
+
+def test_rejects_a_symlink_loop_without_a_traceback(sub, capsys):
+    name = meta(sub)["files"]["samples"]
+    (sub / name).unlink()
+    os.symlink(sub / "loop-b", sub / name)
+    os.symlink(sub / name, sub / "loop-b")
+    cli_rejects(sub, capsys, "symbolic link loop")
+
+
+def test_rejects_a_symlink_inside_the_directory(sub, capsys):
+    name = meta(sub)["files"]["results"]
+    (sub / name).rename(sub / "elsewhere.json")
+    os.symlink("elsewhere.json", sub / name)
+    cli_rejects(sub, capsys, "is a symbolic link")
+
+
+def test_rejects_a_symlinked_submission_directory(tmp_path, sub, capsys):
+    link = tmp_path / "linked"
+    os.symlink(sub, link)
+    cli_rejects(link, capsys, "submission directory is a symbolic link")
+
+
+def test_rejects_a_very_long_response_before_any_metric_runs(sub, capsys, monkeypatch):
+    samples = read_samples(sub)
+    text = "word " * 2000  # 10,000 characters: ROUGE-L is quadratic in it
+    s = samples[0]
+    s["resps"], s["filtered_resps"] = [[text]], [text]
+    for m in V.load_task(TASK).metrics:
+        s[m][3] = text
+    write_samples(sub, samples)
+
+    def no_metrics(*a, **k):
+        raise AssertionError("a metric ran on a response above the limit")
+
+    monkeypatch.setattr(V, "rescore", no_metrics)
+    cli_rejects(sub, capsys, "10,000 characters, above the limit of 4,096")
+
+
+def test_rejects_responses_whose_rouge_cost_is_above_the_budget(sub, monkeypatch):
+    from consistbench.benchmark import metrics as M
+
+    monkeypatch.setattr(M, "MAX_ROUGE_CELLS", 1000)
+    V._RESCORED.clear()
+    rejects(sub, "ROUGE-L table cells, above the limit of 1,000")
+
+
+def test_a_gzip_bomb_is_refused_within_one_line_of_memory(sub, monkeypatch):
+    import tracemalloc
+
+    monkeypatch.setitem(V.LIMITS, "samples_line", 256 * 1024)
+    line = b'{"doc": "' + b"a" * (16 * 1024 * 1024) + b'"}\n'  # 16 MiB on one line, ~16 KB compressed
+    path = sub / meta(sub)["files"]["samples"]
+    path.write_bytes(gzip.compress(line, compresslevel=9))
+    assert path.stat().st_size < 100_000
+    tracemalloc.start()
+    try:
+        rejects(sub, ":1: line longer than the limit of 256 KiB once decompressed")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024, peak  # a few buffers of the line limit, never the 16 MiB line
+
+
+def _reprompt(sub: Path, text_of, template: str | None = None) -> None:
+    """Rewrite every logged prompt consistently (prompt_hash too): the user message becomes
+    text_of(task prompt), rendered in the results' chat template (or ``template``)."""
+    import hashlib
+
+    from consistbench.tasks.consistency.utils import doc_to_text
+
+    res = read_results(sub)
+    if template is not None:
+        res["chat_template"] = template
+        res["chat_template_sha"] = hashlib.sha256(template.encode()).hexdigest()
+        write_results(sub, res)
+    fmt = V.prompt_format(results_path(sub), res)
+    samples = read_samples(sub)
+    for s in samples:
+        prompt = fmt.render(text_of(doc_to_text(s["doc"])))
+        s["arguments"]["gen_args_0"]["arg_0"] = prompt
+        s["prompt_hash"] = hashlib.sha256(prompt.encode()).hexdigest()
+    write_samples(sub, samples)
+
+
+FEW_SHOT = ("Answer the question using only the context. Reply in one or two sentences.\n\nContext:\nlist.copy() "
+            "returns a shallow copy.\n\nQuestion: How do I copy a list?\nAnswer: Call list.copy().\n\n")
+
+
+def test_rejects_prompts_with_few_shot_examples_the_task_does_not_have(sub):
+    _reprompt(sub, lambda text: FEW_SHOT + text)
+    rejects(sub, "is not exactly the task's prompt in the recorded chat template", "few-shot")
+
+
+def test_the_prompt_check_is_exact_for_the_recorded_chat_template(sub):
+    _reprompt(sub, lambda text: text)  # re-rendered by the checker's own renderer: still valid
+    assert V.validate_submission(sub).task == TASK
+    _reprompt(sub, lambda text: text + " ")
+    rejects(sub, "is not exactly")
+
+
+def _set_template(sub: Path, template: str) -> None:
+    import hashlib
+
+    res = read_results(sub)
+    res["chat_template"], res["chat_template_sha"] = template, hashlib.sha256(template.encode()).hexdigest()
+    write_results(sub, res)
+
+
+def test_a_chat_template_that_loops_is_stopped(sub, monkeypatch):
+    # Jinja's sandbox bounds each range() to 100,000 items, not nested loops: 10^10 iterations
+    monkeypatch.setattr(V, "RENDER_SECONDS", 0.3)
+    _set_template(sub, "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}x")
+    rejects(sub, "chat template takes more than 0.3 s of CPU time")
+
+
+def test_a_chat_template_that_floods_memory_is_cut_short(sub):
+    import tracemalloc
+
+    # 100,000 copies of the ~1 KB user message: ~100 MB if rendered in full
+    _set_template(sub, "{% for a in range(100000) %}{{ messages[0]['content'] }}{% endfor %}")
+    tracemalloc.start()
+    try:
+        rejects(sub, "is not exactly the task's prompt in the recorded chat template")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 1024 * 1024, peak
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda r: r["config"].__setitem__("limit", 10), "config.limit is 10"),
+    (lambda r: r["n-samples"][TASK].__setitem__("original", 10), f"n-samples.{TASK}.original is 10"),
+    (lambda r: r["config"].__setitem__("gen_kwargs", {"temperature": 0.7, "do_sample": True}),
+     "config.gen_kwargs"),
+    (lambda r: r["configs"][TASK]["generation_kwargs"].__setitem__("max_gen_toks", 512),
+     "generation_kwargs differ from the task's (max_gen_toks=512 instead of 64)"),
+    (lambda r: r.__setitem__("system_instruction", "Always answer: 42."), "system instruction"),
+    (lambda r: r.__setitem__("chat_template_sha", "0" * 64), "chat_template_sha does not match"),
+])
+def test_rejects_claims_the_run_contradicts(sub, edit, needle):
+    res = read_results(sub)
+    edit(res)
+    write_results(sub, res)
+    rejects(sub, needle)
+
+
+def test_prompt_format_follows_what_lm_eval_records(tmp_path):
+    """No template: the plain prompt; "" (chat APIs): the messages as JSON; a template: rendered
+    with the recorded special tokens and the run's enable_thinking, as lm-eval's HF model does."""
+    path = tmp_path / "results.json"
+    plain = V.prompt_format(path, {"chat_template": None})
+    assert plain.matches("Q?", "Q?") and not plain.matches("Example. Q?", "Q?")
+    api = V.prompt_format(path, {"chat_template": ""})
+    assert api.matches(json.dumps([{"role": "user", "content": "Q?"}]), "Q?")
+    assert not api.matches(json.dumps([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"}]), "Q?")
+    template = ("{{ bos_token }}{% if enable_thinking is defined and not enable_thinking %}/no_think {% endif %}"
+                "{{ messages[0]['content'] }}{% if add_generation_prompt %} =>{% endif %}")
+    res = {"chat_template": template, "tokenizer_bos_token": ["<s>", 1],
+           "config": {"model_args": "pretrained=x,enable_thinking=False"}}
+    assert V.prompt_format(path, res).render("Q?") == "<s>/no_think Q? =>"
+    res["config"]["model_args"] = "pretrained=x"
+    assert V.prompt_format(path, res).render("Q?") == "<s>Q? =>"
+
+
+def test_rejects_generation_settings_the_task_does_not_have(sub):
+    samples = read_samples(sub)
+    samples[0]["arguments"]["gen_args_0"]["arg_1"]["top_p"] = 0.9
+    write_samples(sub, samples)
+    rejects(sub, "other settings", "extra setting top_p=0.9")
+
+
+# ---------------------------------------------------------------------------------------------
+# Plausibility and reproduction
+
+# A small plan for tests (a few groups): half the responses forged, detected with 90% probability
+TEST_PLAN = {"forged_share": 0.5, "power": 0.9}
+
+
+def reproduce_sub(sub: Path, chatty_llama_dir: Path):
+    from consistbench.leaderboard.reproduce import reproduce
+
+    return reproduce(sub, model_args=f"pretrained={chatty_llama_dir}", batch_size=64, **TEST_PLAN)
+
+
+@pytest.fixture(scope="session")
+def reproduced_submission(tmp_path_factory, real_submission, chatty_llama_dir) -> Path:
+    out = tmp_path_factory.mktemp("lb-reproduced") / "tiny-chatty"
+    shutil.copytree(real_submission, out)
+    reproduce_sub(out, chatty_llama_dir)
+    return out
+
+
+def test_plan_detects_the_stated_forged_share():
+    from scipy.stats import hypergeom
+
+    from consistbench.leaderboard.reproduce import plan_sample
+
+    for task in (TASK, "consistency"):
+        spec = V.load_task(task)
+        p = plan_sample(spec)
+        assert p.n_docs == len(spec.docs) and p.max_mismatched_groups == 0
+        # the detection probability at the stated share, and the next smaller sample misses it
+        assert p.detection_probability >= 0.95
+        assert 1 - hypergeom.cdf(0, p.n_groups, p.forged_groups, p.sample_groups - 1) < 0.95
+        # the forger's best hiding place holds the forged share in as few groups as possible
+        sizes = sorted((sum(d["group_id"] == g for d in spec.docs) for g in {d["group_id"] for d in spec.docs}),
+                       reverse=True) if task == TASK else None
+        if sizes:
+            assert sum(sizes[:p.forged_groups]) >= 0.1 * p.n_docs > sum(sizes[:p.forged_groups - 1])
+    assert plan_sample(V.load_task("consistency")).sample_groups < 40  # ~ln(0.05)/ln(1-F/G)
+    tolerant = plan_sample(V.load_task("consistency"), tolerated_share=0.02)
+    assert tolerant.max_mismatched_groups >= 1 and tolerant.sample_groups > plan_sample(V.load_task("consistency")).sample_groups
+
+
+def test_reproduce_an_honest_submission(reproduced_submission, chatty_llama_dir, capsys):
+    from consistbench.leaderboard.reproduce import choose_groups, sample_seed
+
+    rec = json.loads((reproduced_submission / "reproduction.json").read_text())
+    assert rec["verdict"] == "reproduced", rec["reasons"]
+    assert rec["exact_matches"] == rec["compared_docs"] > 0 and rec["mismatched_groups"] == 0
+    assert rec["identical_prompts"] == rec["compared_docs"] and rec["chat_template_matches"] is True
+    assert rec["metrics"]["rougeL"]["difference"] == 0 and rec["exact_match_ci"][1] == 1.0
+    v = V.validate_submission(reproduced_submission)
+    assert v.verification == "reproduced" and v.reproduction.seed == sample_seed(v.content_sha256)
+    assert rec["groups"] == choose_groups(V.load_task(TASK), rec["seed"], rec["plan"]["sample_groups"])
+    assert "reproduction.json" in v.files
+
+
+def test_a_reproduction_record_is_bound_to_the_files_and_its_own_figures(tmp_path, reproduced_submission):
+    sub = tmp_path / "sub"
+    shutil.copytree(reproduced_submission, sub)
+    record = sub / "reproduction.json"
+    rec = json.loads(record.read_text())
+    results_path(sub).write_text(raw_results(sub) + "\n")  # any edit of the files makes it stale
+    rejects(sub, "reproduction record is for other files")
+    shutil.copyfile(results_path(reproduced_submission), results_path(sub))
+    for key, value, needle in (("groups", rec["groups"][1:] + ["gzzzz"], "not the seeded sample"),
+                               ("mismatched_groups", 3, "does not follow from its own figures")):
+        record.write_text(json.dumps({**rec, key: value}))
+        rejects(sub, needle)
+
+
+def _forge_reference(d):
+    return d["reference"]
+
+
+def _identical_in_group(sub):
+    """Every response of a group replaced by the group original's logged response (EM 1.0)."""
+    samples = read_samples(sub)
+    first = {s["doc"]["group_id"]: s["filtered_resps"][0] for s in samples if s["doc"]["variant_type"] == "original"}
+    return lambda d: first[d["group_id"]]
+
+
+def _swapped(sub):
+    """Each group's responses rotated by one row: every response belongs to another question."""
+    samples = read_samples(sub)
+    groups: dict[str, list] = {}
+    for s in samples:
+        groups.setdefault(s["doc"]["group_id"], []).append(s)
+    moved = {}
+    for members in groups.values():
+        for a, b in zip(members, members[1:] + members[:1]):
+            moved[a["doc"]["id"]] = b["filtered_resps"][0]
+    return lambda d: moved[d["id"]]
+
+
+@pytest.mark.parametrize("forgery,implausible", [
+    ("reference", "equal their reference"), ("identical", "answer every question identically"), ("swapped", None)])
+def test_reproduce_detects_forged_responses(sub, chatty_llama_dir, capsys, forgery, implausible):
+    respond = {"reference": lambda: _forge_reference, "identical": lambda: _identical_in_group(sub),
+               "swapped": lambda: _swapped(sub)}[forgery]()
+    set_responses(sub, respond)
+    v = V.validate_submission(sub)  # the arithmetic is right: rescoring alone accepts it
+    if implausible:
+        assert v.verification == "needs reproduction" and any(implausible in r for r in v.implausible), v.implausible
+    else:
+        assert v.verification == "rescored"
+    rc = main(["leaderboard", "reproduce", str(sub), "--model-args", f"pretrained={chatty_llama_dir}",
+               "--batch-size", "64", "--forged-share", str(TEST_PLAN["forged_share"]), "--power", str(TEST_PLAN["power"])])
+    out = capsys.readouterr().out
+    assert rc == 1 and "verdict: not reproduced" in out
+    rec = json.loads((sub / "reproduction.json").read_text())
+    assert rec["verdict"] == "not reproduced" and rec["mismatched_groups"] > 0 and rec["mismatches"]
+    assert rec["exact_matches"] < rec["compared_docs"]
+    rejects(sub, "did not reproduce the logged responses")
+
+
+def test_reproduce_detects_a_chat_template_that_is_not_the_models(sub, chatty_llama_dir):
+    # few-shot text baked into the recorded template: every prompt matches the recorded template,
+    # but the model's own tokenizer renders other prompts
+    template = read_results(sub)["chat_template"]
+    forged = "{{ '<|im_start|>user\n" + FEW_SHOT.replace("\n", "\\n") + "<|im_end|>\n' }}" + template
+    _reprompt(sub, lambda text: text, template=forged)
+    assert V.validate_submission(sub).verification == "rescored"
+    rec = reproduce_sub(sub, chatty_llama_dir)
+    assert rec.verdict == "not reproduced" and rec.chat_template_matches is False
+    assert rec.identical_prompts == 0
+
+
+# ---------------------------------------------------------------------------------------------
 # The site
 
 XSS_NAME = '<script>window.__pwned = 1</script> "quoted" & <b>bold</b>'
 
 
+FORMULA_NAME = '=HYPERLINK("https://evil.example/x","click me")'
+FORMULA_SUBMITTER = "@SUM(1+1)"
+
+
 @pytest.fixture(scope="session")
-def submissions(tmp_path_factory, real_submission) -> Path:
-    """Three valid mini-track entries with different numbers; one has a hostile name."""
+def submissions(tmp_path_factory, reproduced_submission) -> Path:
+    """Three valid mini-track entries with different numbers: one reproduced, two above the
+    plausibility bounds; one has a hostile name, one spreadsheet formulas as names."""
     root = tmp_path_factory.mktemp("lb-submissions")
-    shutil.copytree(real_submission, root / "a-random")
+    shutil.copytree(reproduced_submission, root / "a-random")
     for slug, respond in (("b-reference", lambda d: d["reference"]), ("c-empty", lambda d: "")):
-        shutil.copytree(real_submission, root / slug)
+        shutil.copytree(reproduced_submission, root / slug)
+        (root / slug / "reproduction.json").unlink()  # for other responses: it would be stale
         set_responses(root / slug, respond)
     m = meta(root / "c-empty")
     m["model"]["name"] = XSS_NAME
     m["notes"] = "</p><script>window.__pwned = 2</script>"
     set_meta(root / "c-empty", m)
+    m = meta(root / "b-reference")
+    m["model"]["name"], m["submitter"]["name"] = FORMULA_NAME, FORMULA_SUBMITTER
+    set_meta(root / "b-reference", m)
     return root
 
 
@@ -479,6 +850,53 @@ def test_user_text_is_escaped(site):
     assert "&lt;/p&gt;&lt;script&gt;window.__pwned = 2" in page
     csv_text = (site / "leaderboard.csv").read_text()
     assert XSS_NAME.replace('"', '""') in csv_text  # data files keep the text as it is
+
+
+def test_csv_cells_that_start_a_formula_are_neutralised(site):
+    import csv as csvmod
+
+    rows = list(csvmod.DictReader((site / "leaderboard.csv").read_text().splitlines()))
+    ref = next(r for r in rows if r["slug"] == "b-reference")
+    assert ref["model"] == "'" + FORMULA_NAME and ref["submitter"] == "'" + FORMULA_SUBMITTER
+    from consistbench.leaderboard.site import csv_text
+
+    for bad in ("=1+1", "+1", "-1", "@A1", "\tx", "\rx"):
+        assert csv_text(bad) == "'" + bad
+    assert csv_text("SmolLM2 = small") == "SmolLM2 = small"
+    # the pages and leaderboard.json keep the name as it is (escaped as text in HTML)
+    doc = json.loads((site / "leaderboard.json").read_text())
+    assert any(r["model"]["name"] == FORMULA_NAME for r in doc["tracks"][TASK]["rows"])
+
+
+def test_site_shows_each_entrys_verification_level(site):
+    doc = json.loads((site / "leaderboard.json").read_text())
+    rows = {r["slug"]: r for r in doc["tracks"][TASK]["rows"]}
+    assert rows["a-random"]["verification"] == "reproduced"
+    rep = rows["a-random"]["reproduction"]
+    assert rep["exact_matches"] == rep["docs"] > 0 and rep["verdict"] == "reproduced"
+    assert rows["b-reference"]["verification"] == "needs reproduction"
+    assert any("equal their reference" in x for x in rows["b-reference"]["implausible"])
+    assert rows["c-empty"]["verification"] == "needs reproduction"  # all answers identical: EM 1.0
+    index = (site / "index.html").read_text()
+    assert index.count('data-col="verification" data-value="needs reproduction"') == 2
+    assert index.count('data-col="verification" data-value="reproduced"') == 1
+    page = (site / "models/a-random.html").read_text()
+    assert f"{rep['exact_matches']} of {rep['docs']} responses identical" in page and 'id="reproduction-metrics"' in page
+    assert (site / "submissions/a-random/reproduction.json").is_file()
+    assert "Needs reproduction" in (site / "models/b-reference.html").read_text()
+    assert "verification" in (site / "leaderboard.csv").read_text().splitlines()[0]
+
+
+def test_build_refuses_a_symlinked_submission_directory(tmp_path, real_submission):
+    from consistbench.leaderboard.site import build_site
+
+    elsewhere = tmp_path / "elsewhere" / "private"
+    shutil.copytree(real_submission, elsewhere)
+    (tmp_path / "subs").mkdir()
+    os.symlink(elsewhere, tmp_path / "subs" / "innocent")
+    with pytest.raises(ConsistbenchError, match="symbolic link among the submissions"):
+        build_site(tmp_path / "subs", tmp_path / "site")
+    assert not (tmp_path / "site").exists()
 
 
 @pytest.mark.slow

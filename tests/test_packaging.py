@@ -36,6 +36,13 @@ def test_benchmark_is_the_core_and_imports_no_other_package():
         assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
 
 
+def test_only_the_lm_eval_glue_imports_the_tasks_package():
+    for folder in ("leaderboard", "reference_method"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            bad = {m for m in _imports(path) if m.startswith("consistbench.tasks")}
+            assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}: share it through benchmark/"
+
+
 def test_no_module_uses_the_old_top_level_names():
     for folder in ("benchmark", "tasks", "reference_method", "leaderboard", "tests", "bench"):
         for path in sorted((ROOT / folder).rglob("*.py")):

@@ -81,7 +81,7 @@ def test_cli_score_bad_input_exit_2_and_no_output(tmp_path, capsys, case):
     if case == "missing_field":
         rows[0].pop("group_id")
     elif case == "unknown_type":
-        rows[1]["variant_type"] = "typo"
+        rows[1]["variant_type"] = "misspelt"  # not a type ("typo" is a robust family)
     elif case == "no_original":
         rows.pop(0)
     elif case == "duplicate_id":

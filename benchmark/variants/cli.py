@@ -67,7 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", help="JSONL with a 'question' per line (other fields are copied)")
     add_output_option(p, help="output JSONL: originals followed by their variants")
     p.add_argument("--types", default="how_to,plural_article,paraphrase",
-                   help="comma-separated variant types (default how_to,plural_article,paraphrase)")
+                   help="comma-separated variant types: how_to, plural_article, paraphrase, and the noise families "
+                        "typo, surface (default how_to,plural_article,paraphrase)")
     p.add_argument("--n", type=int, default=1, help="variants per question and type (default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generators (default 0)")
     add_paraphraser_options(p)

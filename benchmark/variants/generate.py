@@ -4,6 +4,12 @@ Every proposal from a generator passes the same rules the audit applies to shipp
 (:func:`consistbench.benchmark.audit_rules.check_variant`): not empty, different from the original, a real
 variant of its type, and for every type the meaning kept (embedded MiniLM cosine of at least
 :data:`VARIANT_MIN_COSINE`). Results depend only on the questions, the settings and the seed.
+
+The noise families ``typo`` and ``surface`` pass their own rules instead
+(:mod:`consistbench.benchmark.noise_rules`: one or two character edits outside code tokens;
+equal after case/whitespace/punctuation normalisation). Those rules keep the meaning by
+construction, so the encoder threshold is not applied to them; their cosine is recorded all the
+same, and the generator record carries the edits or transforms.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass
 from consistbench.benchmark.audit_rules import PARAPHRASE_MIN_COSINE, check_variant
 from consistbench.benchmark.errors import ConsistbenchError
 from consistbench.benchmark.text import normalise_question
-from consistbench.benchmark.variants import VARIANT_TYPES, how_to, plural_article
+from consistbench.benchmark.variants import NOISE_TYPES, VARIANT_TYPES, how_to, plural_article
 from consistbench.benchmark.variants.paraphrase import Paraphraser
 
 # The meaning-kept threshold for generated variants of every type (same as the audit's).
@@ -39,18 +45,38 @@ def _rule_candidates(kind: str, question: str, seed: int) -> list[str]:
     return pool
 
 
+def _noise_candidates(kind: str, question: str, seed: int, n: int) -> list[tuple[str, dict]]:
+    from consistbench.benchmark.variants import surface, typo
+
+    module = typo if kind == "typo" else surface
+    return [(c.question, c.generator()) for c in module.candidates(question, seed, n)]
+
+
+def _noise_ok(kind: str, original: str, variant: str) -> bool:
+    from consistbench.benchmark.noise_rules import check_surface, check_typo
+
+    return not (check_typo if kind == "typo" else check_surface)(original, variant)
+
+
 def generate_variants(questions: Sequence[str], types: Sequence[str] = VARIANT_TYPES, *, n: int = 1, seed: int = 0,
                       paraphraser: Paraphraser | None = None, oversample: int = 3, encoder: str | None = None,
                       progress: Callable[[str, int], None] | None = None) -> list[Variant]:
     """Up to ``n`` accepted variants per question and type, in input order then type order."""
-    unknown = [t for t in types if t not in VARIANT_TYPES]
+    known = (*VARIANT_TYPES, *NOISE_TYPES)
+    unknown = [t for t in types if t not in known]
     if unknown:
-        raise ConsistbenchError(f"unknown variant type {unknown[0]!r} (expected {', '.join(VARIANT_TYPES)})")
+        raise ConsistbenchError(f"unknown variant type {unknown[0]!r} (expected {', '.join(known)})")
     if "paraphrase" in types and paraphraser is None:
         raise ConsistbenchError("paraphrase variants need a paraphraser backend")
     proposals: dict[tuple[int, str], list[str]] = {}
+    noise_info: dict[tuple[int, str, str], dict] = {}  # (question, type, candidate) -> generator record
     for kind in types:
-        if kind == "paraphrase":
+        if kind in NOISE_TYPES:
+            for i, q in enumerate(questions):
+                cands = _noise_candidates(kind, q, seed, n)
+                proposals[(i, kind)] = [c for c, _ in cands]
+                noise_info.update({(i, kind, c): info for c, info in cands})
+        elif kind == "paraphrase":
             outs = paraphraser.paraphrase(list(questions), n=n * oversample, seed=seed)
             for i, cands in enumerate(outs):
                 proposals[(i, kind)] = cands
@@ -74,6 +100,13 @@ def generate_variants(questions: Sequence[str], types: Sequence[str] = VARIANT_T
             for cand in proposals.get((i, kind), []):
                 if kept >= n:
                     break
+                if kind in NOISE_TYPES:  # their own rules; normalise_question would call a surface variant identical
+                    if not _noise_ok(kind, q, cand):
+                        continue
+                    accepted.append(Variant(i, kind, cand, round(float(emb[index[q]] @ emb[index[cand]]), 4),
+                                            noise_info[(i, kind, cand)]))
+                    kept += 1
+                    continue
                 if not cand or not cand.strip() or normalise_question(cand) in seen:
                     continue
                 cos = float(emb[index[q]] @ emb[index[cand]])

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from consistbench.benchmark.errors import ConsistbenchError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -19,7 +19,6 @@ and WRPO trains from it, on the other groups, with it as the reference policy.
 from __future__ import annotations
 
 import gc
-import json
 import random
 import shutil
 import time

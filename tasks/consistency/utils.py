@@ -29,22 +29,28 @@ from consistbench.benchmark import metrics as M
 from consistbench.benchmark.intervals import bootstrap_from_metadata
 from consistbench.benchmark.prompting import prompt_text
 from consistbench.benchmark.taskdata import scoring_field, settings_of_field, task_records
+from consistbench.benchmark.variants.template import render_doc
 from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
 
 
 def load(data_sha256: str | None = None, subset: str = "all", variant_types: list[str] | None = None,
-         data_dir: str | None = None, retriever: str | None = None, retrieval_k: int = 5, **metadata):
+         data_dir: str | None = None, retriever: str | None = None, retrieval_k: int = 5, robust: str | None = None,
+         templates_file: str | None = None, data_version: str | None = None, split: str = "test", **metadata):
     """The task's documents as a ``datasets.DatasetDict`` with one ``test`` split.
 
     Called by lm-eval with the task metadata and ``dataset_kwargs`` as keyword arguments; see
-    :func:`consistbench.benchmark.taskdata.task_records` for the data arguments. The scoring
-    settings in ``metadata`` are stamped onto every document (``scoring``).
+    :func:`consistbench.benchmark.taskdata.task_records` for the data arguments (``robust``: a
+    robust family's rows; ``templates_file``, from the metadata: a user's template set for
+    ``consistency_template``). The scoring settings in ``metadata`` are stamped onto every
+    document (``scoring``).
     """
     import datasets
 
     scoring = scoring_field(M.ScoreSettings.from_metadata(metadata), bootstrap_from_metadata(metadata))
     records = task_records(data_sha256=data_sha256, subset=subset, variant_types=variant_types, data_dir=data_dir,
-                           retriever=retriever, retrieval_k=retrieval_k)
+                           retriever=retriever, retrieval_k=retrieval_k, robust=robust,
+                           templates_file=templates_file if robust == "template" else None,
+                           data_version=data_version, split=split)
     for rec in records:
         rec["scoring"] = scoring
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(records)})
@@ -52,6 +58,16 @@ def load(data_sha256: str | None = None, subset: str = "all", variant_types: lis
 
 def doc_to_text(doc: dict) -> str:
     return prompt_text(doc["context"], doc["question"])
+
+
+def doc_to_text_templated(doc: dict) -> str:
+    """``consistency_template``: each document under its own template (originals: the default prompt).
+
+    This is the user turn. The template's system-style preamble is the document's ``system``
+    field, which the task YAML names as lm-eval's ``description``: the system message under a
+    chat template, plain text before this prompt without one.
+    """
+    return render_doc(doc)
 
 
 def _item(doc: dict, results: list) -> tuple:
