@@ -1,14 +1,15 @@
 """Generation throughput: lm-eval's HF model (batch 8) against consistbench-hf's tiers, same rows, one process.
 
     python bench/eval_throughput.py [--groups 40] [--backends hf,default,fast] [--threads 2]
-    python bench/eval_throughput.py --full fast      # the whole `consistency` split through `consistbench eval`
+    python bench/eval_throughput.py --full fast      # a whole split through `consistbench eval` (default consistency_v1)
 
-The rows are the first ``--groups`` whole groups of the test split (every row of a group, so
+The rows are the first ``--groups`` whole groups of the test split of ``--data-version`` (default v1,
+the data the figures in docs/PERFORMANCE.md were measured on) (every row of a group, so
 prefix reuse gets what a real run gets), prompted exactly as ``consistbench eval`` prompts them
 (lm-eval's chat template, the tasks' generation settings). Every backend answers the same
 requests through its lm-eval ``generate_until`` with the models loaded before timing; the script
 prints rows/s, the ratio to the HF model's rows/s, and the share of answers identical to the
-first backend's. ``--full BACKEND`` instead runs ``consistbench eval --tasks consistency`` with
+first backend's. ``--full BACKEND`` instead runs ``consistbench eval --tasks TASK`` with
 that backend (generation, scoring, files) and prints its wall time; add ``--no-generation-cache``
 semantics by giving a fresh ``-o``.
 """
@@ -29,11 +30,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def first_groups(n_groups: int, longest: bool = False) -> list[dict]:
+def first_groups(n_groups: int, longest: bool = False, data_version: str = "v1") -> list[dict]:
     """The first ``n_groups`` whole groups of the test split (``longest``: the groups with the longest contexts)."""
     from consistbench.tasks.consistency.utils import load
 
-    rows = load(subset="all")["test"].to_list()
+    rows = load(subset="all", data_version=data_version)["test"].to_list()
     if longest:
         rows.sort(key=lambda r: -len(r["context"]))
     keep, out = [], []
@@ -86,7 +87,7 @@ def requests_for(lm, rows: list[dict], gen_kwargs: dict):
 
 def run_full(args) -> None:
     out = args.output or tempfile.mkdtemp(prefix="consistbench-full-")
-    cmd = [str(Path(sys.executable).parent / "consistbench"), "eval", "--tasks", "consistency", "--backend", args.full,
+    cmd = [str(Path(sys.executable).parent / "consistbench"), "eval", "--tasks", args.task, "--backend", args.full,
            "-o", out]
     if args.model:
         cmd += ["--model-args", f"pretrained={args.model},dtype=float32"]
@@ -114,6 +115,10 @@ def main() -> None:
                     help="the groups with the longest contexts instead of the first ones (sliding-window check)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--model-args-extra", default="", help="extra model_args for the consistbench-hf backends")
+    ap.add_argument("--data-version", default="v1", help="the rows' data version (default v1; current: the shipped one)")
+    ap.add_argument("--task", default="consistency_v1",
+                    help="--full: the task to run (default consistency_v1, the 4,148-row split the figures in "
+                         "docs/PERFORMANCE.md refer to; consistency is the current data version)")
     ap.add_argument("--full", default=None, metavar="BACKEND", help="run the full split with this backend instead")
     ap.add_argument("-o", "--output", default=None, help="--full: where consistbench eval writes (default: a temp dir)")
     ap.add_argument("--json", default=None, help="write the figures here as JSON")
@@ -128,7 +133,7 @@ def main() -> None:
         from consistbench.benchmark.embedded import convert_smollm2
 
         args.model = str(convert_smollm2())
-    rows = first_groups(args.groups, longest=args.longest)
+    rows = first_groups(args.groups, longest=args.longest, data_version=args.data_version)
     gen_kwargs = task_gen_kwargs()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     print(f"{len(rows)} rows ({args.groups} groups), torch threads {torch.get_num_threads()}, "
