@@ -1,4 +1,4 @@
-"""``consistbench ref reproduce --preset cpu-mini|paper``: the paper's table, end to end.
+"""``consistbench ref reproduce --preset cpu|cpu-mini|paper``: the paper's table, end to end.
 
 Stages (each writes its output atomically and is skipped when that output already exists, so a
 crashed or interrupted run continues where it stopped; a half-trained model resumes from its
@@ -10,17 +10,34 @@ last checkpoint):
 1. ``synth``   -> ``synth/synth.jsonl``: synthetic variants of train questions (:mod:`.synth`);
    ``select``  -> ``synth/train.jsonl``: with ``questions_per_type`` set, a seeded choice of that
    many questions per variant type among those whose longest training sequence fits
-   ``max_length`` (so the count holds after the trainer's length filter); else every row. With
+   ``max_length`` (so the count holds after the trainer's length filter); else every group that
+   fits, whole (so triplets and rows drop nothing and plain SFT sees exactly the triplet models' rows). With
    ``all_data_questions`` set, also ``synth/train_all.jsonl`` for the all-data and SFT models:
    that many of the chosen questions, each with one variant, the types in equal shares (the
    same training budget as one specialised model); else those two train on the union;
+   ``search``  -> ``search/search.jsonl``, ``search/chosen.json``, ``search/search.png`` (presets with a
+   ``search_grid``): each setting (learning rate, steps, alpha, margin, pooling layer) trains the
+   all-data SFT + triplet model and is scored on ``search_task`` (the dev split), a line per setting as
+   it finishes (a rerun skips scored settings); the highest dev mean of EM and RS wins (ties: fewer
+   steps), and its model becomes ``models/sft_triplet_all``;
 2. ``train``   -> ``models/<name>/``: plain SFT (``alpha = 0``) on all data, SFT + triplet on all
-   data (the all-data model), and one SFT + triplet model per variant type (:mod:`.train`);
+   data (the all-data model), and one SFT + triplet model per variant type (:mod:`.train`), with the
+   search's chosen setting when there is one. The ``sft`` row is SFT on the triplet-expanded rows
+   (``sft_examples="triplets"``) or the paper's SFT on the rows, each once (``"rows"``); with
+   ``sft_ablation`` the triplet-expanded one is trained as well, as ``sft_triplet_expanded``;
 3. ``weights`` -> ``weights/weights.json`` + heatmap: consistency weights of the specialised
    models on dev queries (:mod:`.consistency_weights`);
 4. ``merge``   -> ``models/merged/``: ``theta_base + sum_k w_k^l delta_k^l`` (:mod:`.merge`);
+   ``temperature`` -> ``search/temperature.jsonl``, ``search/temperature_chosen.json`` (presets with
+   ``temperatures``): the weights at each temperature (from the similarities the weights stage
+   kept), a merged candidate each, scored on ``search_task``; the best replaces ``models/merged``;
 5. ``eval``    -> ``eval/<name>/``: every model through lm-eval (:func:`consistbench.benchmark.evaluate.run_eval`);
-6. ``table``   -> ``results/results.{md,json,png}``: ROUGE-L, BLEU, EM, RS, BS per model.
+6. ``table``   -> ``results/results.{md,json,png}``: ROUGE-L, BLEU, EM, RS, BS per model; with
+   ``paired``, merged minus base, SFT and the best specialised model (``consistbench compare``'s
+   paired bootstrap: difference, 95% interval, p for EM, RS and BS).
+
+Nothing before the eval stage reads the test split: the search and the temperature are scored on
+``search_task`` only, and a preset whose search task is its table's task is refused.
 
 ``--extra-model NAME=DIR`` adds already-trained models (e.g. preference-based fusion) as rows:
 they are evaluated like the others. Wall time per stage is kept in ``timings.json``.
@@ -915,12 +932,12 @@ def cmd_reproduce(args) -> int:
 def register(ref_sub: argparse._SubParsersAction) -> None:
     from consistbench.benchmark.cli import add_output_option
 
-    p = ref_sub.add_parser("reproduce", help="the paper's table end to end: synth, train, weights, merge, eval, table",
+    p = ref_sub.add_parser("reproduce", help="the paper's table end to end: synth, (search), train, weights, merge, eval, table",
                            description="Resumable: a stage whose output exists is skipped; run again after a crash.")
     p.add_argument("--preset", required=True, choices=sorted(PRESETS))
     add_output_option(p, required=False, metavar="RUN_DIR",
                       help="run folder where every output goes (default: <cache>/runs/PRESET)")
-    p.add_argument("--model", default=None, help="base model folder (cpu-mini: embedded SmolLM2; paper: required)")
+    p.add_argument("--model", default=None, help="base model folder (cpu, cpu-mini: embedded SmolLM2; paper: required)")
     p.add_argument("--extra-model", action="append", metavar="NAME=DIR",
                    help="an already-trained model to evaluate and add as a row (repeatable)")
     p.add_argument("--stages", default=None, help=f"comma-separated subset of {','.join(STAGES)} (default: all)")
