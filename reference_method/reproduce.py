@@ -633,8 +633,12 @@ class Run:
 
         chosen_file, records_file = self.search_dir / "temperature_chosen.json", self.search_dir / "temperature.jsonl"
         if not chosen_file.is_file():
-            from consistbench.reference_method.consistency_weights import (DEFAULT_DEV, compute_weights, options_from,
-                                                                           write_weights)
+            from consistbench.reference_method.consistency_weights import (
+                DEFAULT_DEV,
+                compute_weights,
+                options_from,
+                write_weights,
+            )
             from consistbench.reference_method.merge import merge
 
             if not self.similarities_file.is_file():
@@ -653,7 +657,7 @@ class Run:
                                           labels=list(SPECIALISED), similarities_in=self.similarities_file)
                     write_weights(doc, wfile, wfile.with_suffix(".png"))
                 if not (model / "config.json").is_file():
-                    self._timed(f"temperature {t:g} merge", lambda: merge(self.merge_config(wfile), model, log=self.log))
+                    self._timed(f"temperature {t:g} merge", lambda w=wfile, m=model: merge(self.merge_config(w), m, log=self.log))
                 score = self._dev_score(f"temperature {t:g} eval", model, cand / "eval")
                 self._append_record(records_file, {"temperature": t, **score, "weights_file": str(wfile),
                                                    "model": str(model)})
@@ -812,9 +816,9 @@ def markdown_table(doc: dict) -> str:
         lines += ["", "Not evaluated (run not finished): " + ", ".join(ROW_LABELS.get(m, m) for m in doc["missing"]) + "."]
     if doc.get("paired"):
         first = doc["paired"][0]["settings"]
-        lines += ["", f"Paired comparisons (`consistbench compare`: bootstrap over shared groups, "
-                      f"{first['n_resamples']} resamples, seed {first['seed']}): merged minus the other model, "
-                      f"{first['confidence']:.0%} interval, p.", "",
+        lines += ["", (f"Paired comparisons (`consistbench compare`: bootstrap over shared groups, "
+                       f"{first['n_resamples']} resamples, seed {first['seed']}): merged minus the other model, "
+                       f"{first['confidence']:.0%} interval, p."), "",
                   "| merged vs | groups | metric | merged | other | difference | interval | p |",
                   "|---|---:|---|---:|---:|---:|---|---:|"]
         for c in doc["paired"]:

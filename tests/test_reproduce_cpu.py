@@ -14,11 +14,18 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from consistbench.benchmark.cli import main
 from consistbench.benchmark.errors import ConsistbenchError
 from consistbench.reference_method import reproduce
-from consistbench.reference_method.reproduce import PRESETS, SEARCH_KEYS, SPECIALISED, Run, choose_setting, training_runs
+from consistbench.reference_method.reproduce import (
+    PRESETS,
+    SEARCH_KEYS,
+    SPECIALISED,
+    Run,
+    choose_setting,
+    training_runs,
+)
+
 from tests.conftest import make_row
 
 DEV = "consistency_dev"
