@@ -751,6 +751,10 @@ class Run:
                "delta_vs_base": {r["model"]: {k: round(r["metrics"][k] - base[k], 4) for k in r["metrics"] if k in base}
                                  for r in rows[1:]},
                "timings_s": self.timings()}
+        for key, name in (("search", "chosen.json"), ("temperature", "temperature_chosen.json")):
+            path = self.search_dir / name
+            if path.is_file():  # what was chosen on dev, for the reader of the table
+                doc[f"{key}_chosen"] = json.loads(path.read_text(encoding="utf-8"))
         if self.preset.paired:
             doc["paired"] = self.paired_comparisons(rows)
         self.results_dir.mkdir(parents=True, exist_ok=True)
@@ -814,6 +818,15 @@ def markdown_table(doc: dict) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if doc.get("missing"):
         lines += ["", "Not evaluated (run not finished): " + ", ".join(ROW_LABELS.get(m, m) for m in doc["missing"]) + "."]
+    if doc.get("search_chosen") or doc.get("temperature_chosen"):
+        chosen = []
+        if doc.get("search_chosen"):
+            c = doc["search_chosen"]
+            chosen.append(", ".join(f"{k} {v:g}" for k, v in c["setting"].items()) + f" ({c['id']})")
+        if doc.get("temperature_chosen"):
+            chosen.append(f"weights temperature {doc['temperature_chosen']['temperature']:g}")
+        task = (doc.get("search_chosen") or doc["temperature_chosen"])["task"]
+        lines += ["", f"Chosen on `{task}`: " + "; ".join(chosen) + "."]
     if doc.get("paired"):
         first = doc["paired"][0]["settings"]
         lines += ["", (f"Paired comparisons (`consistbench compare`: bootstrap over shared groups, "

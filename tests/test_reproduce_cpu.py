@@ -131,7 +131,7 @@ def cpu_run(fixed_llama, tmp_path_factory):
         folder = Path(opts.output_path)
         model = Path(opts.model_args.split(",")[0].split("=", 1)[1])
         assert (model / "config.json").is_file()
-        log["evals"].append((str(folder.relative_to(run_dir)), tuple(opts.tasks), opts.device))
+        log["evals"].append((str(folder.relative_to(run_dir)), tuple(opts.tasks), opts.device, opts.backend))
         (task,) = opts.tasks
         if task == DEV:
             key = folder.name if folder.name.startswith("s") else folder.parent.name  # search/eval/sN, temperature/tX/eval
@@ -374,6 +374,7 @@ def test_search_and_temperature_never_touch_the_test_task(cpu_run):
     assert before and {e[1] for e in before} == {(DEV,)}  # every evaluation of the search: dev only
     assert {e[1] for e in log["evals"] if e[0].startswith("eval/")} == {(run.preset.task,)}
     assert all(e[2] is None for e in log["evals"])  # the preset leaves the device to lm-eval
+    assert {e[3] for e in log["evals"]} == {"default"}  # through the default generation backend
 
 
 @pytest.mark.slow
@@ -402,3 +403,6 @@ def test_table_has_paired_comparisons_from_the_compare_module(cpu_run):
     em_line = next(line for line in md.splitlines() if line.startswith("| base | ") and "| EM |" in line)
     assert f"{vs_base['em']['difference']:+.4f}" in em_line and f"{vs_base['em']['p_value']:.3f}" in em_line
     assert "| specialised: paraphrase |" in md
+    assert doc["search_chosen"]["id"] == "s2" and doc["temperature_chosen"]["temperature"] == 0.5
+    assert f"Chosen on `{DEV}`: alpha 1, learning_rate 0.002, margin 0.5, max_steps 1, pooling_layer -1 (s2); " \
+           "weights temperature 0.5." in md
