@@ -116,6 +116,14 @@ def _find_one(folder: Path, pattern: str, what: str) -> Path:
     return found[0]
 
 
+def _samples_file(folder: Path, task: str) -> Path:
+    """The samples file of ``task`` in an lm-eval output folder: ``samples_<task>_<timestamp>.jsonl``.
+
+    The timestamp starts with a digit, so ``consistency`` does not also match the samples of
+    ``consistency_typo`` written by the same run."""
+    return _find_one(folder, f"samples_{task}_[0-9]*.jsonl", f"samples JSONL of {task}")
+
+
 def _gzip_copy(src: Path, dst: Path) -> None:
     """Copy a samples file, gzip-compressed unless it already is."""
     if src.name.endswith(".gz"):
@@ -145,7 +153,7 @@ def cmd_prepare(args) -> int:
     task = args.task or (tasks[0] if len(tasks) == 1 else None)
     if task is None:
         raise ConsistbenchError(f"{results}: holds tasks {tasks}; pass --task")
-    samples = Path(args.samples) if args.samples else _find_one(src, f"samples_{task}_*.jsonl", "samples JSONL")
+    samples = Path(args.samples) if args.samples else _samples_file(src, task)
     if not samples.is_file():
         raise ConsistbenchError(f"{samples}: no such file")
     params = args.parameters or (res.get("config") or {}).get("model_num_parameters")
@@ -157,7 +165,7 @@ def cmd_prepare(args) -> int:
         raise ConsistbenchError("the precision is unknown; pass --precision")
     samples_name = samples.name if samples.name.endswith(".gz") else samples.name + ".gz"
     # the robust-family tasks of the same run ride along (their own samples files)
-    robust_samples = {t: _find_one(src, f"samples_{t}_[0-9]*.jsonl", f"samples JSONL of {t}") for t in robust}
+    robust_samples = {t: _samples_file(src, t) for t in robust}
     meta = {"schema_version": 1,
             "model": {k: v for k, v in {"name": args.name, "link": args.link, "parameters": int(params),
                                         "precision": precision, "revision": args.revision,

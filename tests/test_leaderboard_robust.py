@@ -195,3 +195,18 @@ def test_no_robust_columns_without_robust_submissions():
     assert LR.robust_columns([row]) == []
     assert [c.metric for c in LR.robust_columns([RankingRow.model_construct(metrics={"rs_surface": 0.1})])] == \
         ["em_surface", "rs_surface", "bs_surface"]
+
+
+def test_prepare_tells_the_main_tracks_samples_from_its_robust_families(tmp_path):
+    # `consistency` is a prefix of `consistency_typo`: one run of the main track with its robust
+    # families writes both into one folder, and prepare must pick each task's own file
+    from consistbench.leaderboard.cli import _samples_file
+
+    stamp = "2026-12-06T05-26-25.326667"
+    for task in ("consistency", "consistency_typo", "consistency_surface", "consistency_template"):
+        (tmp_path / f"samples_{task}_{stamp}.jsonl").write_text("{}\n")
+    assert _samples_file(tmp_path, "consistency").name == f"samples_consistency_{stamp}.jsonl"
+    assert _samples_file(tmp_path, "consistency_typo").name == f"samples_consistency_typo_{stamp}.jsonl"
+    (tmp_path / "samples_consistency_2026-12-07T00-00-00.000000.jsonl").write_text("{}\n")
+    with pytest.raises(ConsistbenchError, match="keep one run per folder"):
+        _samples_file(tmp_path, "consistency")
