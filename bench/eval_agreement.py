@@ -13,7 +13,6 @@ metric within one standard error. Also prints each run's wall time.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import tempfile
@@ -26,13 +25,13 @@ METRICS = ("rougeL", "bleu", "em", "rs", "bs")
 
 
 def run(backend: str, batch: int, task: str, out: Path, model_args: str | None) -> tuple[dict, dict, float]:
-    from consistbench.benchmark.evaluate import EvalOptions, run_eval
+    from consistbench.benchmark.evaluate import EvalOptions, is_samples_file, run_eval
 
     t0 = time.perf_counter()
     res = run_eval(EvalOptions(backend=backend, model_args=model_args, tasks=(task,), output_path=str(out),
                                batch_size=batch, generation_cache=False))
     wall = time.perf_counter() - t0
-    samples = glob.glob(str(out / "**" / f"samples_{task}_*.jsonl"), recursive=True)[0]
+    samples = next(p for p in sorted(out.rglob(f"samples_{task}_*.jsonl")) if is_samples_file(p.name, task))
     answers = {s["doc_id"]: s["resps"][0][0] for s in map(json.loads, open(samples))}
     return res["results"], answers, wall
 

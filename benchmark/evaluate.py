@@ -35,6 +35,15 @@ def tasks_path() -> Path:
     return TASKS_DIR
 
 
+def is_samples_file(name: str, task: str) -> bool:
+    """Whether ``name`` is lm-eval's samples file of ``task``: ``samples_<task>_<timestamp>.jsonl``.
+
+    The timestamp starts with a digit, so ``consistency`` does not also match the samples of
+    ``consistency_typo`` or ``consistency_e2e_bm25`` written by the same run."""
+    prefix = f"samples_{task}_"
+    return name.startswith(prefix) and name[len(prefix):len(prefix) + 1].isdigit() and name.endswith(".jsonl")
+
+
 def _lm_base():
     from lm_eval.api.model import LM
 

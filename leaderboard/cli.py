@@ -106,8 +106,8 @@ def cmd_schema(args) -> int:
     return 0
 
 
-def _find_one(folder: Path, pattern: str, what: str) -> Path:
-    found = sorted(folder.glob(pattern))
+def _find_one(folder: Path, pattern: str, what: str, keep=None) -> Path:
+    found = sorted(p for p in folder.glob(pattern) if keep is None or keep(p))
     if not found:
         raise ConsistbenchError(f"{folder}: no {what} ({pattern})")
     if len(found) > 1:
@@ -117,11 +117,11 @@ def _find_one(folder: Path, pattern: str, what: str) -> Path:
 
 
 def _samples_file(folder: Path, task: str) -> Path:
-    """The samples file of ``task`` in an lm-eval output folder: ``samples_<task>_<timestamp>.jsonl``.
+    """The one samples file of ``task`` in an lm-eval output folder (not a longer task name's)."""
+    from consistbench.benchmark.evaluate import is_samples_file
 
-    The timestamp starts with a digit, so ``consistency`` does not also match the samples of
-    ``consistency_typo`` written by the same run."""
-    return _find_one(folder, f"samples_{task}_[0-9]*.jsonl", f"samples JSONL of {task}")
+    return _find_one(folder, f"samples_{task}_*.jsonl", f"samples JSONL of {task}",
+                     keep=lambda p: is_samples_file(p.name, task))
 
 
 def _gzip_copy(src: Path, dst: Path) -> None:

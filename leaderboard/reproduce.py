@@ -167,7 +167,7 @@ def reproduce(submission: str | Path, *, model: str | None = None, model_args: s
     from scipy.stats import binomtest
 
     from consistbench.benchmark import __version__, untrusted
-    from consistbench.benchmark.evaluate import EvalOptions, run_eval
+    from consistbench.benchmark.evaluate import EvalOptions, is_samples_file, run_eval
     from consistbench.benchmark.fileio import write_json
     from consistbench.leaderboard.validate import _hash, _prompt_of, load_task, validate_submission
 
@@ -195,7 +195,7 @@ def reproduce(submission: str | Path, *, model: str | None = None, model_args: s
                                    seed=run_seed if isinstance(run_seed, int) else 1234))
         if out["results"] is None:
             raise ConsistbenchError("the reproduction ran on a non-zero rank; run it in a single process")
-        files = [f for f in out["files"] if f.name.startswith(f"samples_{v.task}_")]
+        files = [f for f in out["files"] if is_samples_file(f.name, v.task)]
         if len(files) != 1:
             raise ConsistbenchError(f"the reproduction run wrote {len(files)} samples files for {v.task}")
         regenerated = {s["doc"]["id"]: s for _, s in untrusted.iter_jsonl(files[0])}

@@ -213,3 +213,20 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert main(["retrieval", "eval", "--corpus", str(good), "--data", str(data), "--k", "0",
                  "--json", str(tmp_path / "x.json")]) == 2
     assert not (tmp_path / "x.json").exists()
+
+
+def test_decompose_takes_the_gold_samples_not_the_retrieved_ones():
+    # one decompose run writes `consistency` and `consistency_e2e_bm25` samples side by side; the
+    # gold task's name is a prefix of the retrieval task's, and the later-sorting file used to win
+    from pathlib import Path
+
+    from consistbench.benchmark.errors import ConsistbenchError
+    from consistbench.benchmark.retrieval.cli import _samples_of
+
+    stamp = "2026-12-06T05-26-25.326667"
+    files = [Path(f"/out/m/samples_{t}_{stamp}.jsonl") for t in ("consistency", "consistency_e2e_bm25")]
+    files.append(Path(f"/out/m/results_{stamp}.json"))
+    assert _samples_of(files, "consistency").name == f"samples_consistency_{stamp}.jsonl"
+    assert _samples_of(files, "consistency_e2e_bm25").name == f"samples_consistency_e2e_bm25_{stamp}.jsonl"
+    with pytest.raises(ConsistbenchError, match="no samples for task 'consistency_mini'"):
+        _samples_of(files, "consistency_mini")

@@ -108,7 +108,10 @@ def cmd_decompose(args) -> int:
 
 
 def _samples_of(files: list[Path], task: str) -> Path:
-    hits = sorted(f for f in files if f.name.startswith(f"samples_{task}_"))
+    from consistbench.benchmark.evaluate import is_samples_file
+
+    # `consistency` is a prefix of `consistency_e2e_bm25`: match the whole task name
+    hits = sorted(f for f in files if is_samples_file(f.name, task))
     if not hits:
         raise ConsistbenchError(f"the run wrote no samples for task {task!r}")
     return hits[-1]
