@@ -189,7 +189,10 @@ def shared_rows(a: Side, b: Side) -> tuple[list, list, dict[str, int]]:
     keep = {r for r in common if a.docs[r][0] in with_original}
     rows_a = [r for r in a.rows if r.id in keep]
     rows_b = [r for r in b.rows if r.id in keep]
-    info = {"shared_rows": len(keep), "only_a_rows": len(a.rows) - len(keep), "only_b_rows": len(b.rows) - len(keep)}
+    resp_b = {r.id: r.response for r in rows_b}
+    identical = sum(1 for r in rows_a if resp_b.get(r.id) == r.response)
+    info = {"shared_rows": len(keep), "only_a_rows": len(a.rows) - len(keep), "only_b_rows": len(b.rows) - len(keep),
+            "identical_responses": identical}
     if not keep:
         raise ConsistbenchError(f"{a.source} and {b.source} share no group: nothing to compare")
     return rows_a, rows_b, info
@@ -269,6 +272,11 @@ def cmd_compare(args) -> int:
     console.print(comparison_table(result))
     console.print(f"{result['shared_rows']} shared rows; only in A: {result['only_a_rows']}, "
                   f"only in B: {result['only_b_rows']}; data version {result['data_version'][:16]}")
+    # Two runs of one model under different numerics (backends, dtypes) differ answer by answer
+    # even when no metric moves; the share of identical responses is the direct figure.
+    n = result["shared_rows"]
+    console.print(f"identical responses: {result['identical_responses']} of {n} "
+                  f"({result['identical_responses'] / n:.1%})")
     if args.json:
         write_json(args.json, result)
         print(f"wrote {args.json}")
@@ -279,7 +287,7 @@ def register(sub) -> None:
     p = sub.add_parser("compare", help="paired bootstrap: is model A's score different from model B's?",
                        description="Paired bootstrap over the groups both models answered: for every metric and "
                                    "variant type, A, B, the difference A - B, its interval, a p-value and whether "
-                                   "it is significant. Inputs: lm-eval results directories or files "
+                                   "it is significant; and how many responses are identical. Inputs: lm-eval results directories or files "
                                    "(with --log_samples), samples JSONL, or scorer responses JSONL, on the same "
                                    "data version.")
     p.add_argument("a", help="model A: lm-eval results dir / results_*.json / samples_*.jsonl, or a responses JSONL")

@@ -51,6 +51,7 @@ def test_identical_inputs_give_zero_width_not_significant(tmp_path, capsys):
     rc, result = run_compare(a, b, tmp_path)
     assert rc == 0
     assert result["shared_groups"] == 40 and result["only_a_rows"] == 0
+    assert result["identical_responses"] == result["shared_rows"] == len(rows)
     for name, m in result["metrics"].items():
         assert m["difference"] == m["low"] == m["high"] == 0.0, name
         assert m["significant"] is False
@@ -68,7 +69,9 @@ def test_consistent_model_vs_inconsistent_model_is_significant(tmp_path, capsys)
         m = result["metrics"][name]
         assert m["a"] == 1.0 and m["b"] == 0.0 and m["difference"] == 1.0, name
         assert m["low"] > 0 and m["significant"] and m["p_value"] < 0.01, name
-    assert "yes" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "yes" in printed
+    assert result["identical_responses"] == 0 and f"identical responses: 0 of {len(rows)}" in printed
     assert result["settings"]["n_resamples"] == 1000 and result["settings"]["unit"] == "group_id"
 
 
