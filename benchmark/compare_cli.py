@@ -189,13 +189,18 @@ def shared_rows(a: Side, b: Side) -> tuple[list, list, dict[str, int]]:
     keep = {r for r in common if a.docs[r][0] in with_original}
     rows_a = [r for r in a.rows if r.id in keep]
     rows_b = [r for r in b.rows if r.id in keep]
-    resp_b = {r.id: r.response for r in rows_b}
-    identical = sum(1 for r in rows_a if resp_b.get(r.id) == r.response)
-    info = {"shared_rows": len(keep), "only_a_rows": len(a.rows) - len(keep), "only_b_rows": len(b.rows) - len(keep),
-            "identical_responses": identical}
+    info = {"shared_rows": len(keep), "only_a_rows": len(a.rows) - len(keep), "only_b_rows": len(b.rows) - len(keep)}
     if not keep:
         raise ConsistbenchError(f"{a.source} and {b.source} share no group: nothing to compare")
     return rows_a, rows_b, info
+
+
+def identical_responses(rows_a: list, rows_b: list) -> int:
+    """How many rows got byte-identical responses from both sides (the same rule as
+    ``leaderboard reproduce``'s exact matches): two runs of one model under different numerics
+    differ answer by answer even when no metric moves."""
+    resp_b = {r.id: r.response for r in rows_b}
+    return sum(1 for r in rows_a if resp_b.get(r.id) == r.response)
 
 
 def compare(a: Side, b: Side, settings=None, boot=None) -> dict[str, Any]:
@@ -216,7 +221,8 @@ def compare(a: Side, b: Side, settings=None, boot=None) -> dict[str, Any]:
     result = paired_bootstrap(group_stats(rows_a, settings), group_stats(rows_b, settings), boot)
     return {"a": {"label": a.label, "source": a.source, "task": a.task},
             "b": {"label": b.label, "source": b.source, "task": b.task},
-            "data_version": a.data_version, "score_settings": settings.describe(), **info, **result}
+            "data_version": a.data_version, "score_settings": settings.describe(), **info,
+            "identical_responses": identical_responses(rows_a, rows_b), **result}
 
 
 def _ordered(names) -> list[str]:
@@ -272,8 +278,6 @@ def cmd_compare(args) -> int:
     console.print(comparison_table(result))
     console.print(f"{result['shared_rows']} shared rows; only in A: {result['only_a_rows']}, "
                   f"only in B: {result['only_b_rows']}; data version {result['data_version'][:16]}")
-    # Two runs of one model under different numerics (backends, dtypes) differ answer by answer
-    # even when no metric moves; the share of identical responses is the direct figure.
     n = result["shared_rows"]
     console.print(f"identical responses: {result['identical_responses']} of {n} "
                   f"({result['identical_responses'] / n:.1%})")
@@ -287,9 +291,9 @@ def register(sub) -> None:
     p = sub.add_parser("compare", help="paired bootstrap: is model A's score different from model B's?",
                        description="Paired bootstrap over the groups both models answered: for every metric and "
                                    "variant type, A, B, the difference A - B, its interval, a p-value and whether "
-                                   "it is significant; and how many responses are identical. Inputs: lm-eval results directories or files "
-                                   "(with --log_samples), samples JSONL, or scorer responses JSONL, on the same "
-                                   "data version.")
+                                   "it is significant; and how many responses are identical. Inputs: lm-eval "
+                                   "results directories or files (with --log_samples), samples JSONL, or scorer "
+                                   "responses JSONL, on the same data version.")
     p.add_argument("a", help="model A: lm-eval results dir / results_*.json / samples_*.jsonl, or a responses JSONL")
     p.add_argument("b", help="model B: the same kinds of input, on the same data version")
     p.add_argument("--task", default=None, help=f"lm-eval task to compare (default: the only one, else {DEFAULT_TASK})")
