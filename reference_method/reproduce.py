@@ -63,6 +63,9 @@ TABLE_METRICS = (("rougeL", "ROUGE-L"), ("bleu", "BLEU"), ("em", "EM"), ("rs", "
 STAGES = ("base", "synth", "select", "search", "train", "weights", "merge", "temperature", "eval", "table")
 # what one setting of the search grid may set (ConsistencyConfig fields; alpha only for SFT + triplet models)
 SEARCH_KEYS = ("learning_rate", "max_steps", "num_train_epochs", "alpha", "margin", "pooling_layer")
+# settings of the triplet term only: an alpha-0 run (SFT, the ablation) keeps the preset's values, so its
+# configuration does not depend on which margin or pooling layer the search chose
+TRIPLET_ONLY_KEYS = ("margin", "pooling_layer")
 # the paired comparisons of the table (merged minus another model)
 PAIRED_METRICS = ("em", "rs", "bs")
 
@@ -455,6 +458,9 @@ class Run:
         chosen_alpha = setting.pop("alpha", None)
         if alpha > 0 and chosen_alpha is not None:
             alpha = chosen_alpha
+        if alpha == 0:  # no triplet term: its margin and pooling layer change nothing, so they are not set
+            for key in TRIPLET_ONLY_KEYS:
+                setting.pop(key, None)
         extra = dict(setting)
         if name == "sft":
             extra.update(examples=self.preset.sft_examples, **self.preset.sft_train)

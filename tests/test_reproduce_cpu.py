@@ -220,6 +220,10 @@ def test_cpu_preset_sft_rows_config():
     assert expanded.examples == "triplets" and expanded.alpha == 0.0 and expanded.max_steps == 80
     triplet = run.run_config("sft_triplet_how_to", 1.0, {"alpha": 0.5, "margin": 0.5, "pooling_layer": 15})
     assert (triplet.alpha, triplet.margin, triplet.pooling_layer) == (0.5, 0.5, 15)
+    # alpha 0: the triplet term's settings are the preset's whatever the search chose
+    for name in ("sft", "sft_triplet_expanded"):
+        cfg = run.run_config(name, 0.0, {"learning_rate": 1e-4, "max_steps": 80, "margin": 0.5, "pooling_layer": 15})
+        assert (cfg.margin, cfg.pooling_layer) == (0.2, -1), name
 
 
 def test_bad_search_settings_are_refused(tmp_path):
