@@ -59,6 +59,8 @@ LEADERBOARD_TASK = "consistency"
 TRACKS = {
     "consistency": "Main track: every document of the test split",
     "consistency_mini": "Quick track: the whole groups listed in tasks/consistency/data/mini_groups.txt",
+    "consistency_small": ("Small track: the 300 whole test groups listed in tasks/consistency/data/small_groups.txt "
+                          "(stratified by variant type; the reference method's evaluation set)"),
 }
 MiB = 1024 * 1024
 # Size limits, in bytes. The full test task's samples file from `consistbench eval` is about

@@ -173,14 +173,15 @@ def test_accepts_the_plain_lm_eval_samples_file(sub, eval_dir):
     assert V.validate_submission(sub, task=TASK).n_docs == len(V.load_task(TASK).docs)
 
 
-@pytest.mark.slow
-def test_main_track_is_checked_against_the_whole_test_split(tmp_path, real_submission):
-    """A main-track submission (every test document; responses = references, so scoring is quick)."""
+@pytest.mark.parametrize("track", [pytest.param("consistency", marks=pytest.mark.slow), "consistency_small"])
+def test_larger_tracks_are_checked_against_their_own_documents(tmp_path, real_submission, track):
+    """A main-track (every test document) or small-track (its 300 whole groups) submission; responses =
+    references, so scoring is quick. Each track is checked against its own document set."""
     import hashlib
 
     from consistbench.tasks.consistency.utils import doc_to_text
 
-    spec = V.load_task("consistency")
+    spec = V.load_task(track)
     gen_kwargs = read_samples(real_submission)[0]["arguments"]["gen_args_0"]["arg_1"]
     sha = lambda text: hashlib.sha256(text.encode("utf-8")).hexdigest()  # noqa: E731
     samples = [{"doc_id": i, "doc": doc, "target": doc["reference"],
@@ -190,27 +191,32 @@ def test_main_track_is_checked_against_the_whole_test_split(tmp_path, real_submi
                for i, doc in enumerate(spec.docs)]
     res = read_results(real_submission)
     for key in ("results", "configs", "versions", "n-shot", "n-samples", "higher_is_better"):
-        res[key] = {"consistency": res[key][TASK]}
+        res[key] = {track: res[key][TASK]}
     # these prompts are the plain doc_to_text: a run without a chat template
     res["chat_template"] = res["chat_template_sha"] = None
     res["consistbench"]["apply_chat_template"] = False
-    res["n-samples"]["consistency"] = {"original": len(samples), "effective": len(samples)}
+    res["n-samples"][track] = {"original": len(samples), "effective": len(samples)}
     metrics, _ = V.rescore(spec, {d["id"]: d["reference"] for d in spec.docs})
     for m in spec.metrics:
-        res["results"]["consistency"][f"{m},none"] = metrics[m]
+        res["results"][track][f"{m},none"] = metrics[m]
     sub = tmp_path / "full"
     shutil.copytree(real_submission, sub)
     m = meta(sub)
     (sub / m["files"]["samples"]).unlink()
-    m["files"]["samples"] = "samples_consistency.jsonl.gz"
+    m["files"]["samples"] = f"samples_{track}.jsonl.gz"
     set_meta(sub, m)
     write_results(sub, res)
     write_samples(sub, samples)
-    v = V.validate_submission(sub, task="consistency")
-    assert v.n_docs == len(spec.docs) == json.loads((REPO / "tasks/consistency/data/versions.json").read_text())["test"]["rows"]
+    v = V.validate_submission(sub, task=track)
+    if track == "consistency":
+        assert v.n_docs == len(spec.docs) == json.loads((REPO / "tasks/consistency/data/versions.json").read_text())["test"]["rows"]
+    else:
+        groups = (REPO / "tasks/consistency/data/small_groups.txt").read_text().split()
+        assert len(groups) >= 300 and v.n_docs == len(spec.docs)
+        assert {d["group_id"] for d in spec.docs} == set(groups)
     assert v.metrics["rougeL"] == pytest.approx(1.0) and v.metrics["em"] == 1.0
     write_samples(sub, samples[:-1])
-    rejects(sub, f"missing samples: 1 of {len(spec.docs)} documents of task 'consistency'",
+    rejects(sub, f"missing samples: 1 of {len(spec.docs)} documents of task '{track}'",
             repr(samples[-1]["doc"]["id"]))
     with pytest.raises(ConsistbenchError, match="exactly one task, 'consistency_mini'"):
         V.validate_submission(sub, task=TASK)
