@@ -541,8 +541,22 @@ def write_weights(doc: dict, path: str | Path, heatmap: str | Path | None = None
     return Path(path), png
 
 
+def weight_spread(doc: dict) -> dict[str, float]:
+    """Per row (``embed``, ``0`` .. ``L-1``, ``final``): the largest minus the smallest weight over the
+    models. Near 0 everywhere means a near-uniform merge (plain averaging); the distances show why."""
+    w = doc["weights"]
+    rows = {"embed": w["embed"], **{str(i): v for i, v in enumerate(w["layers"])}, "final": w["final"]}
+    return {r: float(max(v) - min(v)) for r, v in rows.items()}
+
+
+def _rows(part: dict) -> list:
+    return [part["embed"], *part["layers"], part["final"]]
+
+
 def plot_heatmap(doc: dict, path: str | Path) -> Path:
-    """Layers x models heatmap of the weights (embeddings at the top, final norm at the bottom)."""
+    """Two panels: the layers x models heatmap of the weights (embeddings at the top, final norm at the
+    bottom), and beside it, on the same rows, each model's distance to the reference similarity and the
+    base model's: weights differ across models only where those distances do."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -550,11 +564,11 @@ def plot_heatmap(doc: dict, path: str | Path) -> Path:
 
     from consistbench.benchmark.fileio import atomic_path
 
-    w = doc["weights"]
-    matrix = np.array([w["embed"], *w["layers"], w["final"]], dtype=np.float64)
-    ylabels = ["embed"] + [f"layer {i}" for i in range(len(w["layers"]))] + ["final"]
+    matrix = np.array(_rows(doc["weights"]), dtype=np.float64)
+    ylabels = ["embed"] + [f"layer {i}" for i in range(len(doc["weights"]["layers"]))] + ["final"]
     xlabels = [m["label"] for m in doc["models"]]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(xlabels), 1.4 + 0.28 * len(ylabels)))
+    fig, (ax, ax_d) = plt.subplots(1, 2, figsize=(5.2 + 1.3 * len(xlabels), 1.4 + 0.28 * len(ylabels)),
+                                   gridspec_kw={"width_ratios": [1.3 * len(xlabels) + 1.0, 3.6]})
     im = ax.imshow(matrix, aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(xlabels)), xlabels, rotation=30, ha="right")
     ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7 if len(ylabels) > 20 else 9)
@@ -564,6 +578,19 @@ def plot_heatmap(doc: dict, path: str | Path) -> Path:
     o = doc["options"]
     ax.set_title(f"consistency weights ({o['distance']}, {o['normalisation']}, total {o['total']:g})", fontsize=9)
     fig.colorbar(im, ax=ax, label="weight w_k^l")
+    # the distances the weights come from (raw: before `compare: delta` subtracts the base's)
+    dist = np.array(_rows(doc.get("raw_distances") or doc["distances"]), dtype=np.float64)
+    ys = np.arange(len(ylabels))
+    for j, label in enumerate(xlabels):
+        ax_d.plot(dist[:, j], ys, marker=".", linewidth=1, label=label)
+    if doc.get("base_distances"):
+        ax_d.plot(np.array(_rows(doc["base_distances"]), dtype=np.float64), ys, "k--", linewidth=1, label="base")
+    ax_d.set_ylim(len(ylabels) - 0.5, -0.5)  # the heatmap's row order
+    ax_d.set_yticks(ys, [""] * len(ys))
+    ax_d.set_xlabel(f"distance to the reference ({o['distance']})", fontsize=8)
+    ax_d.set_title("why: distance per layer", fontsize=9)
+    ax_d.tick_params(axis="x", labelsize=7)
+    ax_d.legend(fontsize=6, loc="best")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)

@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -182,6 +183,17 @@ PRESETS: dict[str, Preset] = {
         paired=True,
     ),
 }
+
+
+def spread_summary(doc: dict) -> str:
+    """One line on how far the weights are from uniform: the largest and the median per-row spread."""
+    from consistbench.reference_method.consistency_weights import weight_spread
+
+    spread = weight_spread(doc)
+    row, top = max(spread.items(), key=lambda kv: kv[1])
+    where = "embeddings" if row == "embed" else "final norm" if row == "final" else f"layer {row}"
+    return (f"weights spread (max - min over models, per row): largest {top:.4f} at {where}, "
+            f"median {statistics.median(spread.values()):.4f}")
 
 
 def training_runs(preset: Preset) -> list[tuple[str, str, float]]:
@@ -599,6 +611,7 @@ class Run:
             doc = compute_weights(self.base_model(), self.specialised(), DEFAULT_DEV, options,
                                   labels=list(SPECIALISED), log=self.log, similarities_out=sims)
             write_weights(doc, self.weights_file, self.weights_file.with_suffix(".png"))
+            self.log(f"[weights] {spread_summary(doc)}")
 
         self._timed("weights", run)
 
@@ -662,6 +675,7 @@ class Run:
                     doc = compute_weights(self.base_model(), self.specialised(), DEFAULT_DEV, options,
                                           labels=list(SPECIALISED), similarities_in=self.similarities_file)
                     write_weights(doc, wfile, wfile.with_suffix(".png"))
+                    self.log(f"[temperature {t:g}] {spread_summary(doc)}")
                 if not (model / "config.json").is_file():
                     self._timed(f"temperature {t:g} merge", lambda w=wfile, m=model: merge(self.merge_config(w), m, log=self.log))
                 score = self._dev_score(f"temperature {t:g} eval", model, cand / "eval")

@@ -21,6 +21,7 @@ from consistbench.reference_method.consistency_weights import (
     model_similarities,
     normalise,
     row_keys,
+    weight_spread,
     weights_from_similarities,
     write_weights,
 )
@@ -168,6 +169,19 @@ def test_weights_on_pico_models_are_normalised_and_ordered_by_distance(weights_d
     json_path, png = write_weights(doc, tmp_path / "w.json", tmp_path / "w.png")
     assert load_weights(json_path)["weights"] == w
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_weight_spread_and_summary_name_where_the_weights_differ(weights_doc):
+    from consistbench.reference_method.reproduce import spread_summary
+
+    doc, _ = weights_doc
+    spread = weight_spread(doc)
+    n = len(doc["weights"]["layers"])
+    assert list(spread) == ["embed", *map(str, range(n)), "final"]
+    assert spread["0"] == pytest.approx(max(doc["weights"]["layers"][0]) - min(doc["weights"]["layers"][0]))
+    uniform = {**doc, "weights": {"embed": [1 / 3] * 3, "layers": [[1 / 3] * 3] * n, "final": [0.2, 0.3, 0.5]}}
+    assert max(weight_spread(uniform).values()) == pytest.approx(0.3)
+    assert "largest 0.3000 at final norm, median 0.0000" in spread_summary(uniform)
 
 
 def test_saved_similarities_reproduce_and_reweight(weights_doc, pico):
