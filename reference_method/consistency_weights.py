@@ -174,6 +174,11 @@ def row_keys(num_layers: int) -> list[str]:
     return ["embed", *[str(i) for i in range(num_layers)], "final"]
 
 
+def row_label(row: str) -> str:
+    """A row name for messages: ``embeddings``, ``layer N`` or ``final norm``."""
+    return "embeddings" if row == "embed" else "final norm" if row == "final" else f"layer {row}"
+
+
 def model_similarities(model_dir: str | Path, queries: Sequence[Query], options: WeightsOptions,
                        tokenizer_dir: str | Path | None = None,
                        progress: Callable[[int, int], None] | None = None,
@@ -371,8 +376,7 @@ def weights_from_similarities(sims: Similarities, options: WeightsOptions, label
     for r in keys:
         for k, value in enumerate(w[r]):
             if not math.isfinite(value):
-                where = "embeddings" if r == "embed" else "final norm" if r == "final" else f"layer {r}"
-                raise ConsistbenchError(f"non-finite consistency weight ({value}) for model {labels[k]} at {where} "
+                raise ConsistbenchError(f"non-finite consistency weight ({value}) for model {labels[k]} at {row_label(r)} "
                                         f"(distances {d[r]}, base distance {base[r]}): the similarity matrices "
                                         "are degenerate; check the models for NaN weights")
 
@@ -545,8 +549,7 @@ def weight_spread(doc: dict) -> dict[str, float]:
     """Per row (``embed``, ``0`` .. ``L-1``, ``final``): the largest minus the smallest weight over the
     models. Near 0 everywhere means a near-uniform merge (plain averaging); the distances show why."""
     w = doc["weights"]
-    rows = {"embed": w["embed"], **{str(i): v for i, v in enumerate(w["layers"])}, "final": w["final"]}
-    return {r: float(max(v) - min(v)) for r, v in rows.items()}
+    return {r: float(max(v) - min(v)) for r, v in zip(row_keys(len(w["layers"])), _rows(w))}
 
 
 def _rows(part: dict) -> list:

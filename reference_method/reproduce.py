@@ -187,12 +187,11 @@ PRESETS: dict[str, Preset] = {
 
 def spread_summary(doc: dict) -> str:
     """One line on how far the weights are from uniform: the largest and the median per-row spread."""
-    from consistbench.reference_method.consistency_weights import weight_spread
+    from consistbench.reference_method.consistency_weights import row_label, weight_spread
 
     spread = weight_spread(doc)
     row, top = max(spread.items(), key=lambda kv: kv[1])
-    where = "embeddings" if row == "embed" else "final norm" if row == "final" else f"layer {row}"
-    return (f"weights spread (max - min over models, per row): largest {top:.4f} at {where}, "
+    return (f"weights spread (max - min over models, per row): largest {top:.4f} at {row_label(row)}, "
             f"median {statistics.median(spread.values()):.4f}")
 
 
