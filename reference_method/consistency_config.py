@@ -68,6 +68,20 @@ class ConsistencyConfig(LoraArguments, ModelArguments, CheckpointArguments, Trai
         epoch): the paper's plain SFT baseline. ``rows`` needs ``alpha = 0``; ``triplets`` with
         ``alpha = 0`` is SFT on the triplet-expanded data, kept as an ablation.
 
+    > Compute
+
+    answer_logits_only (`bool`, *optional*, defaults to `False`):
+        Run the LM head only at the positions whose next token is a label (the answer tokens),
+        instead of over every position of the padded batch. The loss is the same cross-entropy
+        (same reduction, same normalisation); what changes is the cost: on the RAG prompts of
+        the benchmark about one position in ten is an answer token, so the ``hidden x vocab``
+        matrix product and the ``batch x length x vocab`` logits (their softmax and gradient)
+        shrink about tenfold. Used when the model's logits are its output embedding applied to
+        the decoder's last hidden state, which is checked once on the first batch; any other
+        model (logit soft-capping or scaling) and multi-process training keep the standard path,
+        with a warning. Off by default so that a run's numerics match runs made before it
+        existed (the two paths agree to float rounding, not bit for bit).
+
     > Model and LoRA (shared with the preference commands)
 
     ``trust_remote_code``, ``allow_pad_eq_eos`` (:class:`~consistbench.reference_method.training_args.ModelArguments`)
@@ -93,6 +107,8 @@ class ConsistencyConfig(LoraArguments, ModelArguments, CheckpointArguments, Trai
     examples: Examples = field(default="triplets", metadata={
         "help": "Training examples: mined triplets (anchor, positive, negative), or each row once (plain SFT; "
                 "needs alpha 0)."})
+    answer_logits_only: bool = field(default=False, metadata={
+        "help": "Compute the LM head only at answer positions (same loss, less memory and time)."})
 
     def __post_init__(self):
         for name, kind in (("distance", Distance), ("pooling", Pooling), ("examples", Examples)):

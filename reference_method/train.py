@@ -276,6 +276,7 @@ def train(model_dir: str | Path, data: str | Path, variant_type: str, output_dir
     elif latest_checkpoint(ckpt_dir) is not None:
         raise ConsistbenchError(f"{ckpt_dir}: holds checkpoints of an earlier run: pass --resume, or remove it")
 
+    import torch
     from transformers import set_seed
 
     from consistbench.reference_method.collator import CompletionCollator
@@ -308,6 +309,9 @@ def train(model_dir: str | Path, data: str | Path, variant_type: str, output_dir
                      "training_sequences_per_epoch": len(prepared.items) * (3 if config.examples == "triplets" else 1),
                      "dropped_too_long": prepared.dropped_too_long},
             "mining": mining.to_json(), "training": config.loss_settings(),
+            # how the steps were computed (same loss either way; the float rounding differs)
+            "compute": {"answer_logits_only": bool(config.answer_logits_only and getattr(trainer, "_answer_path", False)),
+                        "torch_threads": torch.get_num_threads()},
             "doctor": [f.to_json() for f in findings], "resumed_from": str(resume_from) if resume_from else None,
             "global_step": trainer.state.global_step, "train_wall_s": round(wall, 1),
             "train_runtime_s": result.metrics.get("train_runtime"),
