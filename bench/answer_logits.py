@@ -47,14 +47,9 @@ def setup(args):
 
     model_dir = args.model or str(convert_smollm2())
     tok = AutoTokenizer.from_pretrained(model_dir)
-    if args.data:
-        from consistbench.benchmark.schema import load_data
+    from triplet_overhead import bench_rows
 
-        rows = load_data(args.data)
-    else:
-        from triplet_overhead import synthetic_rows
-
-        rows = synthetic_rows()
+    rows = bench_rows(args.data)
     prepared = prepare_data(rows, "all", tok, mining=MiningConfig(), max_length=args.max_length)
     if len(prepared.items) < args.batch_size:
         raise SystemExit(f"only {len(prepared.items)} triplets of at most {args.max_length} tokens")

@@ -54,6 +54,15 @@ def synthetic_rows():
     return out
 
 
+def bench_rows(data: str | None):
+    """The rows of ``data`` (a synthetic set), or :func:`synthetic_rows` when none is given."""
+    if data:
+        from consistbench.benchmark.schema import load_data
+
+        return load_data(data)
+    return synthetic_rows()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="synthetic data (default: two train questions, made-up variants)")
@@ -75,12 +84,7 @@ def main() -> int:
 
     model_dir = args.model or str(convert_smollm2())
     tok = AutoTokenizer.from_pretrained(model_dir)
-    if args.data:
-        from consistbench.benchmark.schema import load_data
-
-        rows = load_data(args.data)
-    else:
-        rows = synthetic_rows()
+    rows = bench_rows(args.data)
     prepared = prepare_data(rows, "all", tok, mining=MiningConfig(negatives="random"), max_length=args.max_length)
     items = prepared.items[:args.batch_size]
     if len(items) < args.batch_size:
