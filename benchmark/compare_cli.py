@@ -108,10 +108,12 @@ def _from_results(path: Path, task: str | None) -> Side:
         raise ConsistbenchError(f"{path}: not an lm-eval results JSON (no 'results'/'configs')")
     task = _pick_task(list(results["results"]), task, path)
     date_id = path.stem[len("results_"):]
-    samples = path.parent / f"samples_{task}_{date_id}.jsonl"
-    if not samples.is_file():
-        raise ConsistbenchError(f"{path}: no samples file {samples.name} beside it; the comparison needs the "
-                                "responses (run lm-eval with --log_samples)")
+    # lm-eval writes .jsonl; a leaderboard submission ships the same file gzipped
+    candidates = [path.parent / f"samples_{task}_{date_id}.jsonl{ext}" for ext in ("", ".gz")]
+    samples = next((c for c in candidates if c.is_file()), None)
+    if samples is None:
+        raise ConsistbenchError(f"{path}: no samples file {candidates[0].name} (or .gz) beside it; the comparison "
+                                "needs the responses (run lm-eval with --log_samples)")
     version = ((results["configs"].get(task) or {}).get("metadata") or {}).get("data_sha256")
     label = results.get("model_name") or path.parent.name
     return _from_samples(samples, task, version=version, label=label)
@@ -127,12 +129,13 @@ def _from_samples(path: Path, task: str | None, version: str | None = None, labe
     items = items_from_samples(samples)
     if not items:
         raise ConsistbenchError(f"{path}: these lm-eval samples are not from a consistbench task")
+    stem = path.name.removesuffix(".gz").removesuffix(".jsonl")
     if task is None:
-        m = re.match(r"samples_(.+)_\d{4}-\d\d-\d\dT[\d\-.]+$", path.stem)
+        m = re.match(r"samples_(.+)_\d{4}-\d\d-\d\dT[\d\-.]+$", stem)
         task = m.group(1) if m else None
     if version is None:
         sibling = None
-        m = re.search(r"_(\d{4}-\d\d-\d\dT[\d\-.]+)$", path.stem)
+        m = re.search(r"_(\d{4}-\d\d-\d\dT[\d\-.]+)$", stem)
         if m and (path.parent / f"results_{m.group(1)}.json").is_file():
             sibling = _read_json(path.parent / f"results_{m.group(1)}.json")
         if sibling and task in sibling.get("configs", {}):

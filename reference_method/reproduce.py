@@ -159,7 +159,9 @@ PRESETS: dict[str, Preset] = {
         train={"use_lora": True, "lora_r": 16, "lora_alpha": 32, "learning_rate": 2e-4,
                "num_train_epochs": 1.0, "max_steps": 40, "per_device_train_batch_size": 4, "max_length": 384,
                "warmup_steps": 4, "logging_steps": 10, "save_steps": 20, "seed": 0, "use_cpu": True,
-               "margin": 0.2, "distance": "cosine", "pooling": "mean", "pooling_layer": -1},
+               "margin": 0.2, "distance": "cosine", "pooling": "mean", "pooling_layer": -1,
+               # the LM head at answer positions only: the same loss, 1.32x faster steps (docs/PERFORMANCE.md)
+               "answer_logits_only": True},
         weights={"max_queries": 128, "batch_size": 8},
         merge={"sparsify": "none", "non_layer": "measured"},
         eval_batch_size=8,

@@ -142,6 +142,28 @@ def test_lm_eval_results_dirs_and_samples_files(tmp_path, capsys):
     assert rc3 == 2 and "different data versions" in capsys.readouterr().err
 
 
+def test_gzipped_samples_as_shipped_in_leaderboard_submissions(tmp_path):
+    """A leaderboard submission ships lm-eval's samples gzipped: compare reads them as they are."""
+    import gzip
+    import shutil
+
+    rows = data_rows(20)
+    version = data_checksum([parse_row(r, "x") for r in rows])
+    a = lm_eval_dir(tmp_path, "model_a", with_responses(rows, consistent), version)
+    b = lm_eval_dir(tmp_path, "model_b", with_responses(rows, inconsistent), version)
+    _, plain = run_compare(a, b, tmp_path)
+    for samples in (tmp_path / "model_b" / "model__x").glob("samples_*.jsonl"):
+        with samples.open("rb") as src, gzip.open(samples.with_name(samples.name + ".gz"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        samples.unlink()
+    rc, zipped = run_compare(a, b, tmp_path)
+    assert rc == 0 and zipped["metrics"]["em"] == plain["metrics"]["em"]
+    assert zipped["b"]["task"] == "consistency" and zipped["data_version"] == version
+    gz = next((tmp_path / "model_b" / "model__x").glob("samples_*.jsonl.gz"))
+    rc2, direct = run_compare(a, gz, tmp_path)  # the .gz samples file alone: task and version from its name
+    assert rc2 == 0 and direct["metrics"]["em"] == plain["metrics"]["em"] and direct["b"]["task"] == "consistency"
+
+
 def test_results_without_samples_are_refused(tmp_path, capsys):
     rows = data_rows(5)
     a = lm_eval_dir(tmp_path, "model_a", with_responses(rows, consistent), "v")
