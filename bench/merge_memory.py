@@ -98,7 +98,7 @@ def prepare() -> dict:
     if not weights.is_file():
         import random
 
-        from consistbench.reference_method.consistency_weights import FORMAT, FORMAT_VERSION
+        from consistbench.reference_method.weights_file import FORMAT, FORMAT_VERSION
 
         n_layers = json.loads((base / "config.json").read_text())["num_hidden_layers"]
         rng = random.Random(0)

@@ -30,8 +30,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
 from consistbench.benchmark import audit_rules as R
+from consistbench.benchmark.embedded import encode
+from consistbench.benchmark.noise_rules import check_robust_variant
 from consistbench.benchmark.schema import Row, load_data
 from consistbench.benchmark.variants import PAIR_TYPES, ROBUST_TYPES, VARIANT_TYPES
 
@@ -51,8 +55,6 @@ def _quantiles(values: list[int]) -> str:
 
 def near_duplicates(rows: list[Row], threshold: float = R.NEAR_DUPLICATE_COSINE, block: int = 2048):
     """Pairs (i, j, cosine) of base questions at or above ``threshold`` (i < j), blockwise."""
-    from consistbench.benchmark.embedded import encode
-
     if len(rows) < 2:
         return []
     emb = encode([r.question for r in rows])
@@ -69,8 +71,6 @@ def near_duplicates(rows: list[Row], threshold: float = R.NEAR_DUPLICATE_COSINE,
 def _variant_problems(kind: str, original: Row, variant: Row, cosine: float | None, templates: dict | None):
     """The rule of the variant's type: the paper's types in audit_rules, the robust families in noise_rules."""
     if kind in ROBUST_TYPES:
-        from consistbench.benchmark.noise_rules import check_robust_variant
-
         return check_robust_variant(original, variant, templates)
     return R.check_variant(kind, original.question, variant.question, cosine=cosine)
 
@@ -81,8 +81,6 @@ def audit_rows(files: dict[str, list[Row]], templates: dict | None = None) -> tu
     ``templates``: the template set (id -> template) template rows are checked against
     (default: the shipped ``tasks/consistency/templates.yaml``).
     """
-    from consistbench.benchmark.embedded import encode
-
     problems: dict[str, list[str]] = defaultdict(list)
     all_rows = [(name, r) for name, rows in files.items() for r in rows]
 
@@ -179,9 +177,6 @@ def opening_shares(originals: list[Row], top: int = 1) -> dict[str, dict]:
 
 
 def audit_files(paths: list[str], max_report: int = 50) -> bool:
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     files = {str(Path(p)): load_data(p) for p in paths}  # schema errors raise with file:line
     with console.status("auditing (grounding, variant rules, near-duplicates)..."):

@@ -6,6 +6,9 @@ generated variants). Thresholds were calibrated on hand-checked pairs; see docs/
 
 from __future__ import annotations
 
+import functools
+import re
+from collections import Counter
 from dataclasses import dataclass
 
 from consistbench.benchmark import text
@@ -75,9 +78,6 @@ def check_variant(variant_type: str, original: str, variant: str, cosine: float 
 # Data v2 rules: a paraphrase must ask the same question, a reference must say something, the
 # splits must not hold near-twins, and no opening may dominate. Every rule is a plain lexical
 # test whose Problem names the words that triggered it, so a flagged item can be checked by eye.
-
-import functools  # noqa: E402
-import re  # noqa: E402
 
 # Question words that open a wh-question, and auxiliaries that open a yes/no question.
 WH_WORDS = frozenset({"what", "what's", "whats", "which", "how", "how's", "why", "when", "where", "who", "whom",
@@ -297,8 +297,6 @@ class PassageShare:
     """Share of distinct passages that contain a content-word stem (for :func:`answer_hints`)."""
 
     def __init__(self, passages):
-        from collections import Counter
-
         texts = set(passages)
         self.n = max(1, len(texts))
         self.df = Counter(stem for t in texts for stem in set(text.content_stems(t)))

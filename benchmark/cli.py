@@ -26,9 +26,12 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
 from consistbench.benchmark import __version__
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.intervals import N_RESAMPLES, SEED, bootstrap_settings
+from consistbench.benchmark.metrics import RS_THRESHOLD, BertScoreConfig, ScoreSettings
 
 ENTRY_POINT_GROUP = "consistbench.commands"
 
@@ -54,8 +57,6 @@ def add_trust_remote_code(p: argparse.ArgumentParser) -> None:
 
 def add_score_options(p: argparse.ArgumentParser, *, allow_skip_bs: bool = True) -> None:
     """The scoring settings (RS threshold, BERTScore encoder); recorded in every result."""
-    from consistbench.benchmark.metrics import RS_THRESHOLD
-
     g = p.add_argument_group("scoring settings (recorded with every result)")
     g.add_argument("--rs-threshold", type=float, default=RS_THRESHOLD,
                    help=f"ROUGE-L F1 at or above which a pair counts as consistent for rs (default {RS_THRESHOLD})")
@@ -69,8 +70,6 @@ def add_score_options(p: argparse.ArgumentParser, *, allow_skip_bs: bool = True)
 
 def score_settings(args: argparse.Namespace):
     """The :class:`~consistbench.benchmark.metrics.ScoreSettings` of :func:`add_score_options`."""
-    from consistbench.benchmark.metrics import BertScoreConfig, ScoreSettings
-
     if not 0.0 <= args.rs_threshold <= 1.0:
         raise ConsistbenchError(f"--rs-threshold must lie in [0, 1], got {args.rs_threshold}")
     return ScoreSettings(rs_threshold=args.rs_threshold,
@@ -81,8 +80,6 @@ def score_settings(args: argparse.Namespace):
 
 def add_bootstrap_options(p: argparse.ArgumentParser, *, allow_off: bool = True) -> None:
     """The group bootstrap behind every interval: ``--n-resamples``, ``--bootstrap-seed``."""
-    from consistbench.benchmark.intervals import N_RESAMPLES, SEED
-
     g = p.add_argument_group("confidence intervals (group bootstrap)")
     g.add_argument("--n-resamples", type=int, default=N_RESAMPLES,
                    help=f"bootstrap resamples (default {N_RESAMPLES}" + ("; 0: no intervals)" if allow_off else ")"))
@@ -91,8 +88,6 @@ def add_bootstrap_options(p: argparse.ArgumentParser, *, allow_off: bool = True)
 
 def bootstrap_settings_of(args: argparse.Namespace):
     """The bootstrap settings of :func:`add_bootstrap_options` (None: intervals switched off)."""
-    from consistbench.benchmark.intervals import bootstrap_settings
-
     if args.n_resamples < 0:
         raise ConsistbenchError(f"--n-resamples must be >= 0, got {args.n_resamples}")
     return bootstrap_settings(args.n_resamples, args.bootstrap_seed)
@@ -148,8 +143,6 @@ def parse_dataclasses(prog: str, dataclass_types: Sequence[type], argv: Sequence
 
 def command_entry_points() -> list:
     """The installed ``consistbench.commands`` entry points, in name order."""
-    from importlib.metadata import entry_points
-
     eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
     if not eps:
         raise ConsistbenchError("no consistbench commands are registered: is the package installed "

@@ -12,8 +12,14 @@ line naming the library, the version found and the range supported, instead of a
 from __future__ import annotations
 
 import functools
+import importlib.util
+import sys
 from importlib import metadata
+from pathlib import Path
 from types import ModuleType
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 from consistbench.benchmark.errors import ConsistbenchError
 
@@ -30,9 +36,6 @@ SUPPORTED: dict[str, tuple[str, str]] = {
 @functools.lru_cache(maxsize=None)
 def require(dist: str) -> str:
     """The installed version of ``dist``; a ConsistbenchError if it is outside :data:`SUPPORTED`."""
-    from packaging.specifiers import SpecifierSet
-    from packaging.version import Version
-
     spec, used = SUPPORTED[dist]
     try:
         version = metadata.version(dist)
@@ -82,10 +85,6 @@ def bleu_sentence_statistics(bleu, predictions: list[str], references: list[list
 @functools.lru_cache(maxsize=1)
 def peft_merge_utils() -> ModuleType:
     """The ``peft.utils.merge_utils`` module (loaded standalone when possible)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
     require("peft")
     spec = importlib.util.find_spec("peft")
     if spec is not None and spec.submodule_search_locations:

@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 
+from consistbench.benchmark import corpus
+from consistbench.benchmark.audit import audit_files
 from consistbench.benchmark.cli import add_output_option
+from consistbench.benchmark.databuild import build
+from consistbench.benchmark.robustbuild import build_robust
+from consistbench.benchmark.schema import data_checksum, load_data
 
 
 def cmd_validate(args) -> int:
-    from collections import Counter
-
-    from consistbench.benchmark.schema import data_checksum, load_data
-
     rows = load_data(args.file)
     types = Counter(r.variant_type for r in rows)
     splits = Counter(r.split for r in rows)
@@ -23,23 +25,17 @@ def cmd_validate(args) -> int:
 
 
 def cmd_fetch(args) -> int:
-    from consistbench.benchmark import corpus
-
     path = corpus.fetch(args.deb, force=args.force)
     print(f"documentation ({corpus.installed_version()}) in {path}")
     return 0
 
 
 def cmd_build(args) -> int:
-    from consistbench.benchmark.databuild import build
-
     build(html_dir=args.html_dir, out_dir=args.output, check_only=args.check)
     return 0
 
 
 def cmd_build_robust(args) -> int:
-    from consistbench.benchmark.robustbuild import build_robust
-
     build_robust(test_path=args.test, out_dir=args.output, seed=args.seed, templates_path=args.templates,
                  check_only=args.check)
     return 0
@@ -65,8 +61,6 @@ def add_build_robust(dsub) -> None:
 
 
 def cmd_audit(args) -> int:
-    from consistbench.benchmark.audit import audit_files
-
     ok = audit_files(args.files, max_report=args.max_report)
     return 0 if ok else 1
 

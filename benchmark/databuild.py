@@ -26,17 +26,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import re
 import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from consistbench.benchmark import corpus
+from consistbench.benchmark.audit_rules import PARAPHRASE_MAX_ROUGE, PARAPHRASE_MIN_COSINE, opening
 from consistbench.benchmark.dataversions import CURRENT_NAME
+from consistbench.benchmark.embedded import encode
 from consistbench.benchmark.errors import ConsistbenchError, DataError
 from consistbench.benchmark.fileio import read_jsonl, write_json, write_jsonl, write_text
+from consistbench.benchmark.metrics import rouge_l
 from consistbench.benchmark.paths import DATA_DIR
-from consistbench.benchmark.schema import SPLITS, data_checksum, group_id_for, row_id_for
+from consistbench.benchmark.schema import SPLITS, check_groups, data_checksum, group_id_for, parse_row, row_id_for
 from consistbench.benchmark.variants import VARIANT_TYPES
 
 AUTHORED_DIR = DATA_DIR / "authored"
@@ -176,10 +181,6 @@ def paraphrase_similarity(rows: list[dict]) -> dict:
     """ROUGE-L F1 and MiniLM cosine of every paraphrase against its original (quantiles, and the
     share inside the audit's bounds' margins), the figures that show how far paraphrases sit from
     the bounds (ROUGE-L < 0.70, cosine >= 0.60)."""
-    from consistbench.benchmark.audit_rules import PARAPHRASE_MAX_ROUGE, PARAPHRASE_MIN_COSINE
-    from consistbench.benchmark.embedded import encode
-    from consistbench.benchmark.metrics import rouge_l
-
     originals = {r["group_id"]: r["question"] for r in rows if r["variant_type"] == "original"}
     pairs = [(originals[r["group_id"]], r["question"]) for r in rows if r["variant_type"] == "paraphrase"]
     if not pairs:
@@ -196,8 +197,6 @@ def paraphrase_similarity(rows: list[dict]) -> dict:
 
 def opening_stats(originals: list[dict], top: int = 8) -> dict:
     """Shares of the most common two-word openings of the originals (audit rule opening_share)."""
-    from consistbench.benchmark.audit_rules import opening
-
     counts = Counter(opening(r["question"]) for r in originals)
     n = max(1, len(originals))
     return {k: round(v / n, 4) for k, v in counts.most_common(top)}
@@ -284,8 +283,6 @@ def build(html_dir: str | Path | None = None, out_dir: str | Path | None = None,
 
 def _validated(rows: dict[str, list[dict]]) -> dict[str, list]:
     """Parse every built row with the schema and check group rules, before anything is written."""
-    from consistbench.benchmark.schema import check_groups, parse_row
-
     parsed = {}
     for split in SPLITS:
         objs = [dict(r, __line__=i) for i, r in enumerate(rows[split], start=1)]
@@ -298,8 +295,6 @@ def _validated(rows: dict[str, list[dict]]) -> dict[str, list]:
 def _write(rows: dict[str, list[dict]], mini: list[str], small: list[str], target: Path,
            similarity: bool = True) -> dict:
     """Write every output into a temporary directory, then move the files into ``target``."""
-    import os
-
     parsed = _validated(rows)
     versions: dict = {"name": CURRENT_NAME}
     versions.update({split: {"rows": len(parsed[split]), "sha256": data_checksum(parsed[split])} for split in SPLITS})
@@ -327,8 +322,6 @@ TASK_TEMPLATE = DATA_DIR.parent / "_default_template_yaml"
 
 def stamp_task_metadata(test_sha256: str, template: Path = TASK_TEMPLATE) -> None:
     """Record the test split's checksum as ``metadata.data_sha256`` in the tasks' template."""
-    import re
-
     text = template.read_text()
     new, n = re.subn(r"(?m)^(  data_sha256: ).*$", lambda m: m.group(1) + test_sha256, text)
     if n != 1:

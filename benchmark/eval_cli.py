@@ -10,13 +10,14 @@ import argparse
 
 from consistbench.benchmark.cli import (add_bootstrap_options, add_output_option, add_score_options,
                                         add_trust_remote_code, bootstrap_settings_of, score_settings)
+from consistbench.benchmark.embedded import convert_gemma3, convert_smollm2, minilm_path
+from consistbench.benchmark.evaluate import EvalOptions, run_eval, task_metrics, tasks_path
+from consistbench.benchmark.report import print_table
+from consistbench.benchmark.wordnet import ensure_wordnet
 
 
 def cmd_setup(args) -> int:
     """Prepare the embedded models and data that runs need, all inside the cache."""
-    from consistbench.benchmark.embedded import convert_smollm2, minilm_path
-    from consistbench.benchmark.wordnet import ensure_wordnet
-
     if args.model == "gemma3-270m":
         return cmd_setup_gemma3(args)
     print(f"sentence encoder: {minilm_path()}")
@@ -28,8 +29,6 @@ def cmd_setup(args) -> int:
 
 def cmd_setup_gemma3(args) -> int:
     """``consistbench setup --model gemma3-270m``: the second offline model family, converted once."""
-    from consistbench.benchmark.embedded import convert_gemma3
-
     path = convert_gemma3(force=args.force)
     print(f"Gemma 3 270M (base model, converted once from GGUF): {path}")
     print(f"evaluate it with: consistbench eval --model-args pretrained={path},dtype=float32")
@@ -37,16 +36,11 @@ def cmd_setup_gemma3(args) -> int:
 
 
 def cmd_tasks_path(args) -> int:
-    from consistbench.benchmark.evaluate import tasks_path
-
     print(tasks_path())
     return 0
 
 
 def cmd_eval(args) -> int:
-    from consistbench.benchmark.evaluate import EvalOptions, run_eval, task_metrics
-    from consistbench.benchmark.report import print_table
-
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     opts = EvalOptions(model=args.model, backend=args.backend, generation_cache=not args.no_generation_cache,
                        model_args=args.model_args, tasks=tasks, output_path=args.output,

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,10 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from consistbench.benchmark.errors import ConsistbenchError
-from consistbench.benchmark.intervals import BootstrapSettings, bootstrap_metadata
+from consistbench.benchmark.compat import set_lm_eval_rank
+from consistbench.benchmark.embedded import convert_smollm2
+from consistbench.benchmark.errors import ConsistbenchError, DataVersionError
+from consistbench.benchmark.gencache import GenerationCache, cache_hook_for, model_identity
+from consistbench.benchmark.intervals import BootstrapSettings, MetricValues, add_to_lm_eval_results, bootstrap_metadata
 from consistbench.benchmark.metrics import ScoreSettings
 from consistbench.benchmark.paths import TASKS_DIR
+from consistbench.benchmark.report import bar_chart, families_chart
+from consistbench.benchmark.variants.template import describe, load_templates
 
 DEFAULT_TASKS = ("consistency_mini",)
 
@@ -124,8 +130,6 @@ def make_dedup_lm(inner, cache=None, dedup: bool = True):
             if todo:
                 hook = getattr(self.inner, "cache_hook", None)
                 if cache is not None:
-                    from consistbench.benchmark.gencache import cache_hook_for
-
                     self.inner.set_cache_hook(cache_hook_for(cache))  # appends each answer as it finishes
                 try:
                     outputs = self.inner.generate_until([unique[j] for j in todo])
@@ -178,8 +182,6 @@ class EvalOptions:
 
 
 def default_model_args() -> str:
-    from consistbench.benchmark.embedded import convert_smollm2
-
     return f"pretrained={convert_smollm2()},dtype=float32"
 
 
@@ -277,7 +279,6 @@ def check_templates_file(opts: EvalOptions) -> dict | None:
     """Validate ``--templates`` before any model loads; what the results JSON records about it."""
     if not opts.templates_file:
         return None
-    from consistbench.benchmark.variants.template import describe, load_templates
 
     if not any(t in TEMPLATE_TASKS for t in opts.tasks):
         raise ConsistbenchError("--templates applies to the consistency_template task; add it to --tasks "
@@ -335,8 +336,6 @@ def enable_cpu_data_parallel(lm) -> None:
         return
     accelerator = Accelerator()
     if accelerator.num_processes > 1:
-        from consistbench.benchmark.compat import set_lm_eval_rank
-
         lm.accelerator = accelerator
         set_lm_eval_rank(lm, accelerator.process_index, accelerator.num_processes)
 
@@ -372,8 +371,6 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
         except ConsistbenchError:
             raise
         except Exception as exc:  # noqa: BLE001
-            from consistbench.benchmark.errors import DataVersionError
-
             if isinstance(exc.__cause__, DataVersionError):
                 raise ConsistbenchError(str(exc)) from None
             raise
@@ -397,7 +394,6 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
         if templates:
             results["consistbench"]["templates"] = templates  # the user's set: file, checksum, ids
         samples = results.pop("samples")
-        from consistbench.benchmark.intervals import add_to_lm_eval_results
 
         add_to_lm_eval_results(results, samples, opts.settings, opts.boot)  # 95% intervals, stderr column
         # lm-eval names the model from the model_args string it was given; handed a model object it
@@ -408,7 +404,6 @@ def run_eval(opts: EvalOptions) -> dict[str, Any]:
         tracker.save_results_aggregated(results=results, samples=samples)
         for task_name in results["configs"]:
             tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
-        from consistbench.benchmark.report import bar_chart, families_chart
 
         model_dir = next(p for p in staging.iterdir() if p.is_dir())
         families = robust_families(results)
@@ -434,11 +429,9 @@ def open_generation_cache(opts: EvalOptions, lm, model_name: str, model_args: st
     """This run's generation cache, ``OUT/.consistbench-cache/generations-<model identity>.jsonl``.
 
     Under data parallelism each rank appends to its own file and reads every rank's."""
-    from consistbench.benchmark.gencache import GenerationCache, model_identity
-
     ident = model_identity(model_name, model_args, extra=json.dumps({"batch_size": str(opts.batch_size),
                                                                      "device": str(opts.device)}))
-    digest = __import__("hashlib").sha256(ident.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
     folder = Path(opts.output_path) / ".consistbench-cache"
     rank = f".rank{lm.rank}" if lm.world_size > 1 else ""
     cache = GenerationCache(folder / f"generations-{digest}{rank}.jsonl", ident)
@@ -468,8 +461,6 @@ def _sanitize(pretrained: str) -> str:
 
 def task_metrics(results: dict, task: str) -> dict[str, float]:
     """One task's metrics with lm-eval's ',none' filter suffix removed (and their intervals)."""
-    from consistbench.benchmark.intervals import MetricValues
-
     out = {}
     for key, value in results["results"][task].items():
         if "," in key and not key.endswith("_stderr,none") and isinstance(value, (int, float)):

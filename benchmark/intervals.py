@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from consistbench.benchmark import metrics as M
+from consistbench.benchmark.compat import bleu_sentence_statistics
 from consistbench.benchmark.errors import ConsistbenchError
 from consistbench.benchmark.variants import PAIR_TYPES, ROW_TYPES
 
@@ -105,7 +106,6 @@ def bleu_segment_stats(predictions: Sequence[str], references: Sequence[str]) ->
     """sacrebleu's per-sentence BLEU statistics, shape ``(rows, 10)``; their sum gives corpus BLEU."""
     if not predictions:
         return np.zeros((0, BLEU_STATS))
-    from consistbench.benchmark.compat import bleu_sentence_statistics
 
     stats = bleu_sentence_statistics(_bleu_metric(), list(predictions), [list(references)])
     return np.asarray(stats, dtype=np.float64).reshape(len(predictions), BLEU_STATS)

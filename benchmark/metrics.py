@@ -19,8 +19,8 @@ from several ranks in rank order.
 from __future__ import annotations
 
 import contextlib
-
 import functools
+import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from consistbench.benchmark.compat import rouge_lcs, rouge_tokenize
+from consistbench.benchmark.embedded import MINILM_NUM_LAYERS, minilm_path
 from consistbench.benchmark.errors import ConsistbenchError, DataError
 from consistbench.benchmark.variants import PAIR_TYPES, ROW_TYPES
 
@@ -60,6 +62,16 @@ class Scored:
     reference: str = ""
 
 
+def scored_rows(docs, responses: dict[str, str]) -> list[Scored]:
+    """The rows to score: one :class:`Scored` per task document (a dict with ``id``, ``group_id``,
+    ``variant_type`` and ``reference``), its response looked up by row id.
+
+    The one place where documents and responses meet, so that every rescoring (leaderboard
+    validation, reproduction, intervals, the reference method's tables) pairs them the same way.
+    """
+    return [Scored(d["id"], d["group_id"], d["variant_type"], responses[d["id"]], d["reference"]) for d in docs]
+
+
 @dataclass(frozen=True)
 class Pair:
     """The original's response and one variant's response in the same group."""
@@ -84,8 +96,6 @@ def _rouge_scorer():
 def _rouge_tokens(text: str) -> tuple[str, ...]:
     # rouge-score's own tokenizer (lower-case, alphanumeric tokens, Porter stems); cached so that
     # each distinct response is tokenised once however many pairs it appears in.
-    from consistbench.benchmark.compat import rouge_tokenize
-
     return tuple(rouge_tokenize(_rouge_scorer(), text))
 
 
@@ -96,8 +106,6 @@ def rouge_l(prediction: str, target: str) -> float:
     scoring on cached tokens instead of ``score`` so repeated strings are not re-stemmed
     (:func:`consistbench.benchmark.compat.rouge_lcs`).
     """
-    from consistbench.benchmark.compat import rouge_lcs
-
     return float(rouge_lcs(_rouge_tokens(target), _rouge_tokens(prediction)).fmeasure)
 
 
@@ -152,8 +160,6 @@ class BertScoreConfig:
     rescale_with_baseline: bool = False
 
     def resolved(self) -> tuple[str, int | None]:
-        from consistbench.benchmark.embedded import MINILM_NUM_LAYERS, minilm_path
-
         if self.model_type is None:
             return str(minilm_path()), self.num_layers or MINILM_NUM_LAYERS
         return self.model_type, self.num_layers
@@ -185,8 +191,6 @@ def _encoder_progress(scorer, n_texts: int):
     """One progress bar (texts/s, ETA) over BERTScore's encoder passes, from a forward hook on its
     encoder: bert-score encodes each distinct text once, in batches, so the bar counts exactly the
     work left without changing how it batches (``CONSISTBENCH_PROGRESS=0`` hides it)."""
-    import os
-
     model = getattr(scorer, "_model", None)
     if model is None or n_texts < 2 or os.environ.get("CONSISTBENCH_PROGRESS", "1") == "0":
         yield

@@ -19,7 +19,9 @@ import functools
 import re
 
 from consistbench.benchmark.audit_rules import Problem
+from consistbench.benchmark.paths import TASK_DIR
 from consistbench.benchmark.variants.spans import code_tokens, skeleton
+from consistbench.benchmark.variants.template import DEFAULT_ID, load_templates
 
 TYPO_MAX_EDITS = 2
 _NORMAL_TOKEN = re.compile(r"\w+|[^\w\s]")
@@ -90,17 +92,12 @@ def check_surface(original: str, variant: str) -> list[Problem]:
 @functools.lru_cache(maxsize=1)
 def shipped_templates() -> dict:
     """The shipped template set (``tasks/consistency/templates.yaml``) by id."""
-    from consistbench.benchmark.paths import TASK_DIR
-    from consistbench.benchmark.variants.template import load_templates
-
     return {t.id: t for t in load_templates(TASK_DIR / "templates.yaml")}
 
 
 def check_template(original_question: str, original_context: str, question: str, context: str,
                    template_id: str | None, templates: dict | None = None) -> list[Problem]:
     """Question and passage verbatim, a known template, both verbatim in its prompt."""
-    from consistbench.benchmark.variants.template import DEFAULT_ID
-
     problems = []
     if question != original_question:
         problems.append(Problem("template_verbatim", "question differs from the original's"))

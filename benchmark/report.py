@@ -5,6 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
+from consistbench.benchmark.fileio import atomic_path
 from consistbench.benchmark.metrics import ACCURACY_METRICS, CONSISTENCY_METRICS, METRICS
 from consistbench.benchmark.variants import ALL_TYPES, ROBUST_TYPES, ROW_TYPES, VARIANT_TYPES
 
@@ -27,8 +31,6 @@ def table_rows(metrics: dict[str, float]) -> list[tuple[str, list[float | None]]
 
 def metrics_table(metrics: dict[str, float], counts: dict | None = None, title: str = "consistbench"):
     """A rich Table: one row overall and one per row type, one column per metric."""
-    from rich.table import Table
-
     table = Table(title=title)
     table.add_column("subset")
     if counts:
@@ -56,8 +58,6 @@ def intervals_table(metrics: dict[str, float], title: str = "95% intervals"):
     ``metrics`` carries them as ``metrics.intervals`` (:class:`consistbench.benchmark.intervals.MetricValues`).
     Two decimals: the default 1,000 resamples make the bounds stable to that precision.
     """
-    from rich.table import Table
-
     intervals = getattr(metrics, "intervals", None)
     if not intervals or not intervals.get("metrics"):
         return None
@@ -80,8 +80,6 @@ def intervals_table(metrics: dict[str, float], title: str = "95% intervals"):
 
 def print_table(metrics: dict[str, float], counts: dict | None = None, title: str = "consistbench") -> None:
     """The metrics table, then the intervals table when ``metrics`` carries intervals."""
-    from rich.console import Console
-
     console = Console()
     console.print(metrics_table(metrics, counts, title))
     iv = intervals_table(metrics)
@@ -113,8 +111,6 @@ def _grouped_bars(ax, names, categories: list[str], value, interval) -> None:
 
 def _save(fig, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
-
-    from consistbench.benchmark.fileio import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -34,10 +34,12 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.audit import audit_rows
+from consistbench.benchmark.errors import ConsistbenchError, DataVersionError
 from consistbench.benchmark.fileio import write_json, write_jsonl
 from consistbench.benchmark.paths import DATA_DIR, TASK_DIR
-from consistbench.benchmark.variants import ROBUST_TYPES
+from consistbench.benchmark.schema import check_groups, data_checksum, load_data, parse_row, row_id_for
+from consistbench.benchmark.variants import ROBUST_TYPES, surface, template, typo
 
 ROBUST_DIR = DATA_DIR / "robust"
 TEMPLATES_FILE = TASK_DIR / "templates.yaml"
@@ -47,9 +49,6 @@ OUTPUTS = (*(f"{f}.jsonl" for f in ROBUST_TYPES), "versions.json", "stats.json")
 
 def family_rows(test_rows, seed: int = SEED, templates=None) -> tuple[dict[str, list[dict]], dict]:
     """The rows of every family (JSON objects, test-split order) and the generators' statistics."""
-    from consistbench.benchmark.schema import row_id_for
-    from consistbench.benchmark.variants import surface, template, typo
-
     templates = templates if templates is not None else template.load_templates(TEMPLATES_FILE)
     originals = [r for r in test_rows if r.variant_type == "original"]
     assigned = template.assign_templates([r.group_id for r in originals], [t.id for t in templates], seed)
@@ -93,8 +92,6 @@ def family_rows(test_rows, seed: int = SEED, templates=None) -> tuple[dict[str, 
 
 
 def _parsed(rows: dict[str, list[dict]]) -> dict[str, list]:
-    from consistbench.benchmark.schema import check_groups, parse_row
-
     parsed = {}
     for family, objs in rows.items():
         name = f"{family}.jsonl"
@@ -105,8 +102,6 @@ def _parsed(rows: dict[str, list[dict]]) -> dict[str, list]:
 
 def audit(rows: dict[str, list[dict]], templates=None) -> dict[str, list[str]]:
     """Every audit rule on the built rows (before writing); violations by rule."""
-    from consistbench.benchmark.audit import audit_rows
-
     problems, _ = audit_rows(_parsed(rows), templates=templates)
     return dict(problems)
 
@@ -115,9 +110,6 @@ def build_robust(test_path: str | Path | None = None, out_dir: str | Path | None
                  templates_path: str | Path | None = None, check_only: bool = False) -> dict:
     """Build (or with ``check_only`` rebuild and compare) the robust rows; returns the versions."""
     import nlpaug
-
-    from consistbench.benchmark.schema import data_checksum, load_data
-    from consistbench.benchmark.variants import template
 
     test_path = Path(test_path) if test_path else DATA_DIR / "test.jsonl"
     templates_path = Path(templates_path) if templates_path else TEMPLATES_FILE
@@ -182,8 +174,6 @@ def _write(rows: dict[str, list[dict]], versions: dict, stats: dict, target: Pat
 
 def load_manifest(folder: Path) -> dict:
     """``versions.json`` of a robust folder (a :class:`DataVersionError` when it is missing or broken)."""
-    from consistbench.benchmark.errors import DataVersionError
-
     path = folder / "versions.json"
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))

@@ -7,13 +7,12 @@ from pathlib import Path
 
 from consistbench.benchmark.cli import (add_bootstrap_options, add_json_option, add_score_options,
                                         bootstrap_settings_of, score_settings)
+from consistbench.benchmark.fileio import write_json
+from consistbench.benchmark.report import print_table
+from consistbench.benchmark.scorer import score_file
 
 
 def cmd_score(args) -> int:
-    from consistbench.benchmark.fileio import write_json
-    from consistbench.benchmark.report import print_table
-    from consistbench.benchmark.scorer import score_file
-
     result = score_file(args.responses, score_settings(args), bootstrap_settings_of(args))
     print_table(result["metrics"], result["counts"], title=f"consistbench score: {Path(args.responses).name}")
     if args.json:

@@ -12,9 +12,16 @@ import functools
 import json
 from pathlib import Path
 
-from consistbench.benchmark.errors import DataVersionError
-from consistbench.benchmark.intervals import BootstrapSettings
+from consistbench.benchmark import dataversions
+from consistbench.benchmark.errors import ConsistbenchError, DataVersionError
+from consistbench.benchmark.intervals import BootstrapSettings, bootstrap_from_metadata, bootstrap_metadata
+from consistbench.benchmark.metrics import ScoreSettings
 from consistbench.benchmark.paths import DATA_DIR
+from consistbench.benchmark.retrieval.e2e import apply_retrieval
+from consistbench.benchmark.robustbuild import file_sha256, load_manifest
+from consistbench.benchmark.schema import data_checksum, load_data
+from consistbench.benchmark.variants import ROBUST_TYPES
+from consistbench.benchmark.variants import template as T
 
 SUBSETS = ("all", "mini", "small")
 # task metadata keys that change a score (ScoreSettings.metadata() and bootstrap_metadata())
@@ -33,8 +40,6 @@ def test_rows(path: str):
 
 @functools.lru_cache(maxsize=8)
 def _rows_of(path: str, mtime_ns: int, size: int):
-    from consistbench.benchmark.schema import data_checksum, load_data
-
     rows = load_data(path)
     return rows, data_checksum(rows)
 
@@ -60,8 +65,6 @@ def task_records(data_sha256: str | None = None, subset: str = "all", variant_ty
     this test split (:func:`robust_family_rows`). ``templates_file``: for ``template``, a
     user's template set instead of the shipped one (:func:`template_records`).
     """
-    from consistbench.benchmark import dataversions
-
     if data_version and data_dir:
         raise ValueError("give data_version or data_dir, not both")
     base = dataversions.by_name(data_version).directory if data_version else (Path(data_dir) if data_dir else DATA_DIR)
@@ -98,8 +101,6 @@ def task_records(data_sha256: str | None = None, subset: str = "all", variant_ty
         rows = [r for r in rows if r.group_id in groups and (r.variant_type == "original" or r.variant_type in variant_types)]
     records = [r.to_json() for r in rows]
     if retriever:
-        from consistbench.benchmark.retrieval.e2e import apply_retrieval
-
         records = apply_retrieval(records, retriever, retrieval_k, checksum, base / "retrieval")
     for rec in records:  # keep the arrow schema uniform whatever extra fields a row carries
         rec["origin"] = str(rec.get("origin", ""))
@@ -119,10 +120,6 @@ def robust_family_rows(base: Path, family: str, test_checksum: str):
     Refused (:class:`DataVersionError`) unless the rows were built from the test split with
     checksum ``test_checksum`` and the file is the one the build wrote (its checksum).
     """
-    from consistbench.benchmark.errors import ConsistbenchError
-    from consistbench.benchmark.robustbuild import file_sha256, load_manifest
-    from consistbench.benchmark.variants import ROBUST_TYPES
-
     if family not in ROBUST_TYPES:
         raise ConsistbenchError(f"unknown robust family {family!r} (expected one of {', '.join(ROBUST_TYPES)})")
     folder = base / "robust"
@@ -154,8 +151,6 @@ def template_records(records: list[dict], manifest: dict, folder: Path, template
     variants are assigned the user's templates afresh, by the same seeded rule
     (:func:`consistbench.benchmark.variants.template.assign_templates`).
     """
-    from consistbench.benchmark.variants import template as T
-
     if templates_file:
         templates = T.load_templates(templates_file)
         groups = [r["group_id"] for r in records if r["variant_type"] == "template"]
@@ -193,9 +188,6 @@ def scoring_field(settings, boot) -> str:
     string for a default run), which keeps the samples JSONL small; the results JSON records the
     full settings either way.
     """
-    from consistbench.benchmark.intervals import bootstrap_metadata
-    from consistbench.benchmark.metrics import ScoreSettings
-
     default = ScoreSettings().metadata() | bootstrap_metadata(BootstrapSettings())
     given = settings.metadata() | bootstrap_metadata(boot)
     changed = {k: v for k, v in given.items() if v != default[k]}
@@ -204,8 +196,5 @@ def scoring_field(settings, boot) -> str:
 
 def settings_of_field(text: str):
     """``(ScoreSettings, BootstrapSettings | None)`` from :func:`scoring_field`'s JSON."""
-    from consistbench.benchmark.intervals import bootstrap_from_metadata
-    from consistbench.benchmark.metrics import ScoreSettings
-
     meta = json.loads(text) if text else {}
     return ScoreSettings.from_metadata(meta), bootstrap_from_metadata(meta)

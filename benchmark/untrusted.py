@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -316,8 +317,6 @@ def iter_jsonl(path: str | os.PathLike, limits: ReadLimits = DEFAULT_LIMITS, *, 
 def content_sha256(path: str | os.PathLike, limits: ReadLimits = DEFAULT_LIMITS, *, what: str = "file",
                    follow_symlinks: bool = True) -> str:
     """SHA-256 of a file's text (a ``.gz`` file: of its decompressed text), read within the limits."""
-    import hashlib
-
     h = hashlib.sha256()
     path = Path(path)
     if path.name.endswith(".gz"):

@@ -1,24 +1,30 @@
-"""``consistbench leaderboard prepare|validate|reproduce|build|schema``: submissions and the static site."""
+"""``consistbench leaderboard prepare|validate|reproduce|build|schema``: the commands' arguments and
+what they print; the work is done by :mod:`~consistbench.leaderboard.prepare`,
+:mod:`~consistbench.leaderboard.validate`, :mod:`~consistbench.leaderboard.reproduce`,
+:mod:`~consistbench.leaderboard.site` and :mod:`~consistbench.leaderboard.schema`."""
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import gzip
 import json
-import shutil
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 from consistbench.benchmark.cli import add_json_option, add_output_option, add_trust_remote_code
-from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.fileio import write_json, write_text
+from consistbench.leaderboard.prepare import prepare
+from consistbench.leaderboard.reproduce import plan_of, reproduce
+from consistbench.leaderboard.rescore import tolerance
+from consistbench.leaderboard.sampling import CONFIDENCE, FORGED_SHARE, POWER, TOLERATED_SHARE
+from consistbench.leaderboard.schema import metadata_json_schema_text
+from consistbench.leaderboard.site import build_site
+from consistbench.leaderboard.tracks import TRACKS
+from consistbench.leaderboard.validate import validate_submission
 
 
 def cmd_validate(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from consistbench.leaderboard.validate import tolerance, validate_submission
-
     v = validate_submission(args.submission, task=args.task)
     table = Table(title=f"{v.metadata.model.name}: {v.task}, {v.n_docs} documents, {v.n_pairs} pairs")
     for col in ("metric", "reported", "rescored", "|diff|", "tolerance"):
@@ -27,8 +33,6 @@ def cmd_validate(args) -> int:
         table.add_row(m, f"{v.reported[m]:.6f}", f"{value:.6f}", f"{v.max_diff[m]:.1e}", f"{tolerance(m):g}")
     Console().print(table)
     if args.json:
-        from consistbench.benchmark.fileio import write_json
-
         write_json(args.json, {"submission": str(args.submission), "valid": True, "task": v.task,
                                "data_sha256": v.data_sha256, "task_version": v.task_version, "n_docs": v.n_docs,
                                "n_pairs": v.n_pairs, "metadata": v.metadata.model_dump(mode="json"),
@@ -45,15 +49,8 @@ def cmd_validate(args) -> int:
 
 def cmd_reproduce(args) -> int:
     """Regenerate a seeded sample of a submission's groups and compare (exit 1 when it does not reproduce)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from consistbench.leaderboard.reproduce import plan_sample, reproduce
-    from consistbench.leaderboard.validate import load_task, validate_submission
-
     if args.plan_only:
-        v = validate_submission(args.submission, reproduction=False)
-        p = plan_sample(load_task(v.task, v.data_sha256), args.forged_share, args.power, args.tolerated_share, args.confidence)
+        p = plan_of(args.submission, args.forged_share, args.power, args.tolerated_share, args.confidence)
         print(json.dumps(p.model_dump(), indent=2))
         return 0
     rec = reproduce(args.submission, model=args.model, model_args=args.model_args, salt=args.salt or "",
@@ -65,6 +62,7 @@ def cmd_reproduce(args) -> int:
                         "regenerated (logged - reproduced, 95% paired group bootstrap)")
     for col in ("metric", "logged", "reproduced", "difference", "95% interval"):
         table.add_column(col, justify="left" if col == "metric" else "right")
+
     def f(x):
         return "-" if x is None else f"{x:.4f}"
 
@@ -85,20 +83,14 @@ def cmd_reproduce(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from consistbench.leaderboard.site import build_site
-
     tracks = build_site(args.submissions, args.output, task=args.task)
     print(f"wrote {args.output}: " + "; ".join(f"{t}: {len(r)} models" for t, r in tracks.items()))
     return 0
 
 
 def cmd_schema(args) -> int:
-    from consistbench.leaderboard.schema import metadata_json_schema_text
-
     text = metadata_json_schema_text()
     if args.output:
-        from consistbench.benchmark.fileio import write_text
-
         write_text(args.output, text)
         print(f"wrote {args.output}")
     else:
@@ -106,105 +98,19 @@ def cmd_schema(args) -> int:
     return 0
 
 
-def _find_one(folder: Path, pattern: str, what: str, keep=None) -> Path:
-    found = sorted(p for p in folder.glob(pattern) if keep is None or keep(p))
-    if not found:
-        raise ConsistbenchError(f"{folder}: no {what} ({pattern})")
-    if len(found) > 1:
-        raise ConsistbenchError(f"{folder}: {len(found)} {what} files ({', '.join(p.name for p in found)}); "
-                                "keep one run per folder or pass --results/--samples")
-    return found[0]
-
-
-def _samples_file(folder: Path, task: str) -> Path:
-    """The one samples file of ``task`` in an lm-eval output folder (not a longer task name's)."""
-    from consistbench.benchmark.evaluate import is_samples_file
-
-    return _find_one(folder, f"samples_{task}_*.jsonl", f"samples JSONL of {task}",
-                     keep=lambda p: is_samples_file(p.name, task))
-
-
-def _gzip_copy(src: Path, dst: Path) -> None:
-    """Copy a samples file, gzip-compressed unless it already is."""
-    if src.name.endswith(".gz"):
-        shutil.copyfile(src, dst)
-    else:  # mtime=0 and no file name in the header: the same samples give the same bytes
-        with src.open("rb") as fin, open(dst, "wb") as raw, \
-                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as fout:
-            shutil.copyfileobj(fin, fout)
-
-
 def cmd_prepare(args) -> int:
     """Make a submission directory from one ``consistbench eval`` / ``lm_eval`` output folder."""
-    from consistbench.benchmark.fileio import atomic_path
-    from consistbench.leaderboard.schema import METADATA_FILE, SubmissionMetadata
-
-    src = Path(args.eval_dir)
-    results = Path(args.results) if args.results else _find_one(src, "results_*.json", "results JSON")
-    if not results.is_file():
-        raise ConsistbenchError(f"{results}: no such file")
-    from consistbench.benchmark.untrusted import read_json
-    from consistbench.leaderboard.robust import robust_tasks_in
-    from consistbench.leaderboard.validate import _read_limits
-
-    res = read_json(results, _read_limits("results"), what="results JSON")
-    robust = robust_tasks_in(res) if isinstance(res, dict) else []
-    tasks = sorted(set((res.get("results") or {}) if isinstance(res, dict) else []) - set(robust))
-    task = args.task or (tasks[0] if len(tasks) == 1 else None)
-    if task is None:
-        raise ConsistbenchError(f"{results}: holds tasks {tasks}; pass --task")
-    samples = Path(args.samples) if args.samples else _samples_file(src, task)
-    if not samples.is_file():
-        raise ConsistbenchError(f"{samples}: no such file")
-    params = args.parameters or (res.get("config") or {}).get("model_num_parameters")
-    if not params:
-        raise ConsistbenchError(f"{results}: lm-eval recorded no parameter count; pass --parameters")
-    precision = args.precision or {"torch.float32": "float32", "torch.bfloat16": "bfloat16",
-                                   "torch.float16": "float16"}.get((res.get("config") or {}).get("model_dtype"), "")
-    if not precision:
-        raise ConsistbenchError("the precision is unknown; pass --precision")
-    samples_name = samples.name if samples.name.endswith(".gz") else samples.name + ".gz"
-    # the robust-family tasks of the same run ride along (their own samples files)
-    robust_samples = {t: _samples_file(src, t) for t in robust}
-    meta = {"schema_version": 1,
-            "model": {k: v for k, v in {"name": args.name, "link": args.link, "parameters": int(params),
-                                        "precision": precision, "revision": args.revision,
-                                        "base_model": args.base_model, "method": args.method,
-                                        "license": args.license}.items() if v is not None},
-            "submitter": {k: v for k, v in {"name": args.submitter, "link": args.submitter_link}.items() if v},
-            "date": args.date or dt.datetime.fromtimestamp(results.stat().st_mtime, dt.timezone.utc).date().isoformat(),
-            "files": {"results": results.name, "samples": samples_name}}
-    if robust_samples:
-        meta["files"]["robust_samples"] = {t: p.name + ".gz" for t, p in robust_samples.items()}
-    if args.notes:
-        meta["notes"] = args.notes
-    from pydantic import ValidationError
-
-    try:
-        SubmissionMetadata.model_validate(meta)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConsistbenchError(f"metadata: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
     out = Path(args.output)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise ConsistbenchError(f"{out}: exists and is not empty (pass --force to replace it)")
-    with atomic_path(out, is_dir=True) as tmp:
-        shutil.copyfile(results, tmp / results.name)
-        _gzip_copy(samples, tmp / samples_name)
-        for t, path in robust_samples.items():
-            _gzip_copy(path, tmp / meta["files"]["robust_samples"][t])
-        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        for p in tmp.iterdir():
-            p.chmod(0o644)
-    extra = "".join(f", {n}" for n in (meta["files"].get("robust_samples") or {}).values())
-    print(f"wrote {out} ({results.name}, {samples_name}{extra}, {METADATA_FILE}); "
-          f"check it with: consistbench leaderboard validate {out}")
+    files = prepare(args.eval_dir, out, name=args.name, submitter=args.submitter, link=args.link,
+                    parameters=args.parameters, precision=args.precision, revision=args.revision,
+                    base_model=args.base_model, method=args.method, license=args.license,
+                    submitter_link=args.submitter_link, date=args.date, notes=args.notes, task=args.task,
+                    results=args.results, samples=args.samples, force=args.force)
+    print(f"wrote {out} ({', '.join(files)}); check it with: consistbench leaderboard validate {out}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from consistbench.leaderboard.validate import TRACKS
-
     lb = sub.add_parser("leaderboard", help="leaderboard submissions: prepare, validate (rescore), build the site")
     lsub = lb.add_subparsers(dest="leaderboard_command", required=True, metavar="ACTION")
 
@@ -214,8 +120,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="track the submission must be on (default: any track; the results JSON names its task)")
     add_json_option(p, help="also write the validation report (reported vs rescored, per metric) to FILE")
     p.set_defaults(func=cmd_validate)
-
-    from consistbench.leaderboard.reproduce import CONFIDENCE, FORGED_SHARE, POWER, TOLERATED_SHARE
 
     p = lsub.add_parser("reproduce", help="regenerate a seeded sample of a submission's groups with its model and "
                                           "compare with the logged responses; writes reproduction.json",

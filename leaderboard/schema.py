@@ -8,7 +8,7 @@ A submission is a directory holding three files:
 * lm-eval's samples JSONL for the task (``samples_consistency_*.jsonl``, or the same file
   gzip-compressed as ``.jsonl.gz``);
 * optionally, the samples of the track's robust-family tasks from the same run
-  (``files.robust_samples``; :mod:`consistbench.leaderboard.robust`).
+  (``files.robust_samples``; :mod:`consistbench.leaderboard.tracks`).
 
 The metadata model forbids unknown keys so a typo is an error, not a silently ignored field.
 :class:`RankingRow` is the reverse: open to extra fields (for instance a ``ci`` dict of
@@ -25,6 +25,8 @@ import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from consistbench.leaderboard.tracks import TASK_FAMILY
 
 SCHEMA_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -102,8 +104,6 @@ class SubmissionFiles(BaseModel):
     @field_validator("robust_samples")
     @classmethod
     def _robust_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        from consistbench.leaderboard.robust import TASK_FAMILY
-
         for task, name in (value or {}).items():
             if task not in TASK_FAMILY:
                 raise ValueError(f"{task!r} is not a robust-family task ({', '.join(sorted(TASK_FAMILY))})")

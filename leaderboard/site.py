@@ -1,6 +1,7 @@
 """``consistbench leaderboard build``: a static, offline site from validated submissions.
 
-Every submission is validated (and rescored) first; the site shows the rescored numbers. Output:
+Every submission is validated (and rescored) first (:func:`collect`); the site shows the
+rescored numbers. Output:
 
 * ``index.html``  the ranking table (sortable; overall and per variant type; accuracy and
   consistency side by side), the data version, a link to the submission guide;
@@ -8,66 +9,42 @@ Every submission is validated (and rescored) first; the site shows the rescored 
 * ``submit.html``  how to submit; ``leaderboard.json`` / ``leaderboard.csv`` for machines;
   ``submission.schema.json`` the metadata schema; ``submissions/<slug>/`` each entry's own files.
 
-Pages carry their CSS and JavaScript inline (no CDN, no server: they work from ``file://``).
-All user text goes through Jinja2's autoescaping. The output is byte-identical for identical
-inputs (no timestamps, sorted keys, fixed number formats) and is written into a temporary
-directory that replaces ``SITE_DIR`` only when everything succeeded.
+This module ranks (:func:`ranking`, with group-bootstrap intervals and tie marks:
+:func:`attach_intervals`), splits the site into sections (:func:`sections_of`) and writes it
+(:func:`build_site`); the drawing is :mod:`consistbench.leaderboard.render`. Pages carry their
+CSS and JavaScript inline (no CDN, no server: they work from ``file://``). All user text goes
+through Jinja2's autoescaping. The output is byte-identical for identical inputs (no
+timestamps, sorted keys, fixed number formats) and is written into a temporary directory that
+replaces ``SITE_DIR`` only when everything succeeded.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
+from rich.progress import Progress
+
+from consistbench.benchmark import dataversions
+from consistbench.benchmark import intervals as I
+from consistbench.benchmark import metrics as M
 from consistbench.benchmark.errors import ConsistbenchError
 from consistbench.benchmark.fileio import atomic_path
 from consistbench.benchmark.metrics import ACCURACY_METRICS, CONSISTENCY_METRICS
-from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
-from consistbench.leaderboard.robust import GROUP_LABELS as ROBUST_GROUP_LABELS
-from consistbench.leaderboard.schema import SAFE_SLUG, RankingRow, metadata_json_schema_text
-from consistbench.leaderboard.validate import (LEADERBOARD_TASK, LIMITS, PLAUSIBLE_IDENTICAL_GROUPS, PLAUSIBLE_MAX,
-                                              PLAUSIBLE_REFERENCE_SHARE, TOLERANCE, TOLERANCE_BS, TRACKS, Validated,
-                                              load_task, read_submission_file, shipped_data_version,
-                                              validate_submission)
+from consistbench.benchmark.variants import ALL_TYPES
+from consistbench.leaderboard.limits import LIMITS, read_submission_file
+from consistbench.leaderboard.render import (environment, model_charts, ranking_columns, ranking_csv,
+                                             render_ranking_table, robust_columns)
+from consistbench.leaderboard.rescore import (PLAUSIBLE_IDENTICAL_GROUPS, PLAUSIBLE_MAX, PLAUSIBLE_REFERENCE_SHARE,
+                                              TOLERANCE, TOLERANCE_BS)
+from consistbench.leaderboard.schema import SAFE_SLUG, ReproductionRecord, RankingRow, metadata_json_schema_text
+from consistbench.leaderboard.tracks import (LEADERBOARD_TASK, TASK_FAMILY, TRACKS, TaskSpec, load_task, metric_key,
+                                             shipped_data_version)
+from consistbench.leaderboard.validate import Validated, validate_submission
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 SITE_MARKER = ".consistbench-leaderboard"  # refuse to replace a directory that is not a site we built
 DEFAULT_SORT = ("rougeL", "rs")  # accuracy first: consistency alone rewards a model that says the same nothing
-METRIC_LABELS = {"rougeL": "ROUGE-L", "bleu": "BLEU", "em": "EM", "rs": "RS", "bs": "BS"}
-TYPE_LABELS = {"original": "original", "how_to": "how-to", "plural_article": "plural/article",
-               "paraphrase": "paraphrase", "": "overall"}
-TYPE_LABELS.update(ROBUST_GROUP_LABELS)  # robust families: their own column groups (leaderboard.robust)
-
-
-@dataclass(frozen=True)
-class Column:
-    """One metric column of the ranking table."""
-
-    metric: str  # key in RankingRow.metrics
-    label: str
-    group: str  # header group: "overall" or a variant type
-    kind: str  # "accuracy" | "consistency"
-
-
-def ranking_columns() -> list[Column]:
-    """Overall, then per variant type; within each, accuracy then consistency (side by side)."""
-    cols = [Column(m, METRIC_LABELS[m], "", "accuracy") for m in ACCURACY_METRICS]
-    cols += [Column(m, METRIC_LABELS[m], "", "consistency") for m in CONSISTENCY_METRICS]
-    for vtype in VARIANT_TYPES:
-        cols += [Column(f"{m}_{vtype}", METRIC_LABELS[m], vtype, "accuracy") for m in ACCURACY_METRICS]
-        cols += [Column(f"{m}_{vtype}", METRIC_LABELS[m], vtype, "consistency") for m in CONSISTENCY_METRICS]
-    cols += [Column(f"{m}_original", METRIC_LABELS[m], "original", "accuracy") for m in ACCURACY_METRICS]
-    return cols
-
-
-def fmt(value: float | None, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
 
 
 def _clean(value):
@@ -103,7 +80,7 @@ def ranking(validated: list[tuple[str, Validated]]) -> list[RankingRow]:
     return rows
 
 
-def reproduction_summary(rec) -> dict | None:
+def reproduction_summary(rec: ReproductionRecord | None) -> dict | None:
     """The figures of a reproduction record that the site shows (None without a record)."""
     if rec is None:
         return None
@@ -117,24 +94,19 @@ def reproduction_summary(rec) -> dict | None:
             "metrics": {m: d.model_dump() for m, d in rec.metrics.items()}}
 
 
-def attach_intervals(rows: list[RankingRow], validated: dict[str, Validated], spec, boot=None) -> dict:
+def attach_intervals(rows: list[RankingRow], validated: dict[str, Validated], spec: TaskSpec, boot=None) -> dict:
     """95% group-bootstrap interval of every metric (``row.ci``) and, from rank 2 on, the paired
     bootstrap against the model ranked just above (``row.vs_above``, ``row.tied_with_above``).
 
     See docs/METRICS.md, "Confidence intervals": groups are resampled whole, both models of a
     pair on the same resampled groups; the seed is fixed, so rebuilds stay byte-identical.
     """
-    from consistbench.benchmark import intervals as I
-    from consistbench.benchmark import metrics as M
-
     boot = boot or I.BootstrapSettings()
     settings = M.ScoreSettings(rs_threshold=spec.rs_threshold)
     stats = []
     for row in rows:
         responses = validated[row.slug].responses
-        scored = [M.Scored(d["id"], d["group_id"], d["variant_type"], responses[d["id"]], d["reference"])
-                  for d in spec.docs]
-        stats.append(I.group_stats(scored, settings))
+        stats.append(I.group_stats(M.scored_rows(spec.docs, responses), settings))
         iv = I.bootstrap(stats[-1], boot)["metrics"]
         row.ci = {m: [v["low"], v["high"]] for m, v in sorted(iv.items()) if not math.isnan(v["low"])}
         row.ci.update(_robust_intervals(validated[row.slug], boot, spec.rs_threshold))
@@ -146,117 +118,23 @@ def attach_intervals(rows: list[RankingRow], validated: dict[str, Validated], sp
     return boot.describe()
 
 
-# ---------------------------------------------------------------------------------------------
-# Rendering
-
-def _env():
-    from jinja2 import Environment, FileSystemLoader, StrictUndefined
-
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
-                      keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
-    env.filters["fmt"] = fmt
-    env.globals.update(type_labels=TYPE_LABELS, metric_labels=METRIC_LABELS)
-    return env
-
-
-def render_ranking_table(rows: list[RankingRow], columns: list[Column] | None = None, link_prefix: str = "models/") -> "Markup":
-    """The sortable ranking table (HTML). The one place the table is drawn: add columns here.
-
-    Each metric cell carries ``data-value`` (the full-precision number) for the sorter; when a
-    row has a ``ci`` entry for the metric it is shown under the value.
-    """
-    columns = columns or ranking_columns()
-    groups: list[tuple[str, int]] = []
-    for col in columns:
-        if groups and groups[-1][0] == col.group:
-            groups[-1] = (col.group, groups[-1][1] + 1)
-        else:
-            groups.append((col.group, 1))
-    from markupsafe import Markup
-
-    # Markup: already escaped by the template, so a page embedding it does not escape it twice
-    return Markup(_env().get_template("_table.html").render(rows=rows, columns=columns, groups=groups,
-                                                            link_prefix=link_prefix))
-
-
-def bar_chart_svg(title: str, categories: list[str], series: list[tuple[str, list[float | None]]],
-                  width: int = 560, height: int = 260) -> str:
-    """A grouped bar chart as inline SVG (values in [0, 1]); deterministic text, no scripts."""
-    from markupsafe import escape
-
-    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
-    left, right, top, bottom = 40, 10, 30, 50
-    plot_w, plot_h = width - left - right, height - top - bottom
-    n_cat, n_ser = max(len(categories), 1), max(len(series), 1)
-    group_w = plot_w / n_cat
-    bar_w = group_w * 0.8 / n_ser
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" '
-           f'width="{width}" height="{height}" class="chart"><title>{escape(title)}</title>',
-           f'<text x="{width / 2:.1f}" y="18" text-anchor="middle" class="chart-title">{escape(title)}</text>']
-    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
-        y = top + plot_h * (1 - tick)
-        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" class="grid"/>'
-                   f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" class="tick">{tick:.2f}</text>')
-    for ci, cat in enumerate(categories):
-        x0 = left + ci * group_w + group_w * 0.1
-        for si, (name, values) in enumerate(series):
-            value = values[ci]
-            if value is None or math.isnan(value):
-                continue
-            h = plot_h * max(0.0, min(1.0, value))
-            x = x0 + si * bar_w
-            out.append(f'<rect x="{x:.1f}" y="{top + plot_h - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" '
-                       f'fill="{palette[si % len(palette)]}"><title>{escape(name)} {escape(cat)}: {value:.4f}</title></rect>')
-        out.append(f'<text x="{left + ci * group_w + group_w / 2:.1f}" y="{top + plot_h + 16}" text-anchor="middle" '
-                   f'class="tick">{escape(cat)}</text>')
-    lx = left
-    for si, (name, _) in enumerate(series):
-        out.append(f'<rect x="{lx}" y="{height - 18}" width="10" height="10" fill="{palette[si % len(palette)]}"/>'
-                   f'<text x="{lx + 14}" y="{height - 9}" class="tick">{escape(name)}</text>')
-        lx += 20 + 8 * len(name)
-    out.append("</svg>")
-    return "".join(out)
-
-
-def model_charts(row: RankingRow) -> list[str]:
-    acc = bar_chart_svg("Accuracy against the reference, per question type",
-                        [TYPE_LABELS[t] for t in ALL_TYPES],
-                        [(METRIC_LABELS[m], [row.metrics.get(f"{m}_{t}") for t in ALL_TYPES]) for m in ACCURACY_METRICS])
-    con = bar_chart_svg("Consistency with the original's answer, per variant type",
-                        [TYPE_LABELS[t] for t in VARIANT_TYPES],
-                        [(METRIC_LABELS[m], [row.metrics.get(f"{m}_{t}") for t in VARIANT_TYPES])
-                         for m in CONSISTENCY_METRICS])
-    return [acc, con]
-
-
-# A spreadsheet opening the CSV runs a cell that starts with one of these as a formula
-# (OWASP, "CSV Injection"): such a text cell gets a leading apostrophe, which spreadsheets show
-# as text and do not evaluate. Only text cells are touched; every number the CSV writes is >= 0.
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_text(value: str) -> str:
-    """A user-supplied text cell made safe for spreadsheets (OWASP CSV-injection guidance)."""
-    return "'" + value if value.startswith(FORMULA_START) else value
-
-
-def _csv(tracks: dict[str, list[RankingRow]], columns: list[Column]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["task", "rank", "slug", "model", "parameters", "precision", "submitter", "date", "data_sha256",
-                     "verification", *[c.metric for c in columns]])
-    for task, rows in tracks.items():
-        for r in rows:
-            writer.writerow([task, r.rank, csv_text(r.slug), csv_text(r.model.name), r.model.parameters,
-                             csv_text(r.model.precision), csv_text(r.submitter.name), r.date.isoformat(), r.data_sha256,
-                             r.verification,
-                             *["" if (v := r.metrics.get(c.metric)) is None or math.isnan(v) else repr(v)
-                               for c in columns]])
-    return buf.getvalue()
+def _robust_intervals(validated: Validated, boot, rs_threshold: float) -> dict[str, list[float]]:
+    """95% group-bootstrap intervals of a submission's family metrics (``{em_typo: [low, high]}``)."""
+    out = {}
+    for task, responses in sorted((validated.robust_responses or {}).items()):
+        spec = load_task(task)
+        iv = I.bootstrap(I.group_stats(M.scored_rows(spec.docs, responses), M.ScoreSettings(rs_threshold=rs_threshold)),
+                         boot)["metrics"]
+        for m in CONSISTENCY_METRICS:
+            if m in iv and not math.isnan(iv[m]["low"]):
+                out[metric_key(m, TASK_FAMILY[task])] = [iv[m]["low"], iv[m]["high"]]
+    return out
 
 
 def site_json(tracks: dict[str, list[RankingRow]], specs: dict, intervals: dict | None = None,
               descriptions: dict[str, str] | None = None) -> str:
+    """``leaderboard.json``: every section's rows with its task, data version and tolerances
+    (NaN written as null, keys sorted)."""
     descriptions = descriptions or {}
     doc = {"generator": "consistbench leaderboard build", "schema_version": 1, "default_sort": list(DEFAULT_SORT),
            "tolerance": {"default": TOLERANCE, "bs": TOLERANCE_BS}, "intervals": intervals,
@@ -269,11 +147,10 @@ def site_json(tracks: dict[str, list[RankingRow]], specs: dict, intervals: dict 
 
 
 # ---------------------------------------------------------------------------------------------
+# Building
 
 def collect(submissions_dir: str | Path, task: str | None = None) -> list[tuple[str, Validated]]:
     """Validate every submission directory (sorted by name); the first invalid one stops the build."""
-    from rich.progress import Progress
-
     root = Path(submissions_dir)
     if not root.is_dir():
         raise ConsistbenchError(f"{root}: not a directory")
@@ -304,8 +181,6 @@ def sections_of(validated: list[tuple[str, Validated]], task: str | None = None)
     version that a submission was made on (rescored on that version, ranked only among its peers:
     scores on different data are never compared). Returns ``(keys, {key: (task, data_sha256)},
     {key: description})``; a section on an earlier version is keyed ``<task>@<version>``."""
-    from consistbench.benchmark import dataversions
-
     current = shipped_data_version()
     keys, task_of, descriptions = [], {}, {}
     for name in ([task] if task else list(TRACKS)):
@@ -336,8 +211,8 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
     for name in names:  # 95% intervals and tie marks
         intervals = attach_intervals(tracks[name], dict(validated), specs[name])
     columns = ranking_columns()
-    all_columns = columns + _robust_columns([r for rows in tracks.values() for r in rows])  # CSV: every track's
-    env = _env()
+    all_columns = columns + robust_columns([r for rows in tracks.values() for r in rows])  # CSV: every track's
+    env = environment()
     main = specs[names[0]]
     common = {"data_sha256": main.data_sha256, "tolerance": TOLERANCE, "tolerance_bs": TOLERANCE_BS,
               "limits": {k: (f"{v // 1048576} MiB" if v >= 1048576 else f"{v // 1024} KiB") for k, v in LIMITS.items()}, "default_sort": DEFAULT_SORT,
@@ -346,7 +221,7 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
                             "identical_groups": PLAUSIBLE_IDENTICAL_GROUPS}}
     sections = [{"task": name, "description": descriptions[name], "version": specs[name].version,
                  "n_docs": len(specs[name].docs), "rows": tracks[name],
-                 "table": render_ranking_table(tracks[name], columns + _robust_columns(tracks[name]))
+                 "table": render_ranking_table(tracks[name], columns + robust_columns(tracks[name]))
                  if tracks[name] else None} for name in names]
     pages = {
         "index.html": env.get_template("index.html").render(sections=sections, root="", **common),
@@ -359,12 +234,12 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
             v = by_slug[row.slug]
             files = v.files
             for f in files:
-                pages[f"submissions/{row.slug}/{f}"] = read_submission_file(v, f)
+                pages[f"submissions/{row.slug}/{f}"] = read_submission_file(v.directory, v.metadata, f)
             pages[f"models/{row.slug}.html"] = env.get_template("model.html").render(
-                row=row, charts=model_charts(row) + _robust_charts(row), types=ALL_TYPES, track=descriptions[name], n_docs=len(specs[name].docs),
+                row=row, charts=model_charts(row), types=ALL_TYPES, track=descriptions[name], n_docs=len(specs[name].docs),
                 accuracy=ACCURACY_METRICS, consistency=CONSISTENCY_METRICS, files=files, root="../", **common)
     pages["leaderboard.json"] = site_json(tracks, specs, intervals, descriptions)
-    pages["leaderboard.csv"] = _csv(tracks, all_columns)
+    pages["leaderboard.csv"] = ranking_csv(tracks, all_columns)
     pages["submission.schema.json"] = metadata_json_schema_text()
     pages[SITE_MARKER] = "built by `consistbench leaderboard build`; safe to replace\n"
     with atomic_path(site_dir, is_dir=True) as tmp:
@@ -375,30 +250,3 @@ def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | No
             path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
             path.chmod(0o644)
     return tracks
-
-
-# ---------------------------------------------------------------------------------------------
-# Robust families (consistbench.leaderboard.robust): a column group each, only when present
-
-def _robust_intervals(validated: Validated, boot, rs_threshold: float) -> dict:
-    from consistbench.leaderboard.robust import robust_intervals
-
-    return robust_intervals(validated, boot, rs_threshold)
-
-
-def _robust_columns(rows: list[RankingRow]) -> list[Column]:
-    from consistbench.leaderboard.robust import robust_columns
-
-    return robust_columns(rows)
-
-
-def _robust_charts(row: RankingRow) -> list[str]:
-    from consistbench.leaderboard.robust import robust_charts
-
-    return robust_charts(row)
-
-
-def _robust_files(meta) -> list[str]:
-    from consistbench.leaderboard.robust import robust_files
-
-    return robust_files(meta)

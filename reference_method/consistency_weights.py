@@ -43,6 +43,9 @@ Memory: the dev set is streamed in batches; forward hooks pool each batch's hidd
 once, so token-level activations are never kept. Per model only the pooled query vectors
 (N x hidden per row, ~37 MB for 512 queries of SmolLM2) live until that model's ``S`` is
 built; after that only the N x N matrices are kept. ``lm_head`` is not run (no logits).
+
+The file this writes (format, options model, reading and checking it) is
+:mod:`consistbench.reference_method.weights_file`; its heatmap, :mod:`.weights_chart`.
 """
 
 from __future__ import annotations
@@ -54,45 +57,28 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from consistbench.benchmark import __version__
+from consistbench.benchmark.embedded import encode
 from consistbench.benchmark.errors import ConsistbenchError, DataError
+from consistbench.benchmark.fileio import atomic_path, read_jsonl
+from consistbench.benchmark.prompting import prompt_text, question_span
+from consistbench.reference_method.merge.checks import check_models
+from consistbench.reference_method.merge.io import LazyModel
+from consistbench.reference_method.merge.layout import assign, layout_for, model_modules, num_layers
+from consistbench.reference_method.weights_chart import plot_heatmap
+from consistbench.reference_method.weights_file import (
+    FORMAT,
+    FORMAT_VERSION,
+    WeightsOptions,
+    row_keys,
+    row_label,
+    save_weights,
+)
 
-FORMAT = "consistbench-consistency-weights"
-FORMAT_VERSION = 1
 DEFAULT_DEV = Path(__file__).resolve().parents[1] / "tasks" / "consistency" / "data" / "dev.jsonl"
-
-
-class WeightsOptions(BaseModel):
-    """Every option of the weights computation, with its default (see the module docstring)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    pooling: Literal["mean", "last"] = "mean"
-    distance: Literal["mean_abs", "frobenius", "max_abs"] = "mean_abs"
-    compare: Literal["raw", "delta"] = "raw"
-    normalisation: Literal["softmax", "inverse_power"] = "softmax"
-    temperature: float = Field(0.05, gt=0)
-    temperature_scale: Literal["base", "absolute"] = "base"
-    power: float = Field(2.0, gt=0)
-    total: float = Field(1.0, gt=0)
-    batch_size: int = Field(8, gt=0)
-    max_queries: int | None = Field(256, gt=1, description="dev queries used (whole groups, file order); None: all")
-    chat_template: bool = Field(True, description="wrap the prompt in the tokenizer's chat template if it has one")
-    encoder: str | None = Field(None, description="sentence encoder for S_r (default: embedded all-MiniLM-L6-v2)")
-
-
-def options_from(**kwargs) -> WeightsOptions:
-    """Validated options (ConsistbenchError naming the bad one); pass only the options you set."""
-    try:
-        return WeightsOptions(**kwargs)
-    except ValidationError as exc:
-        from consistbench.reference_method.merge.config import validation_message
-
-        raise ConsistbenchError(validation_message(exc, "weights options")) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,8 +92,6 @@ class Query:
 
 def load_queries(dev: str | Path | Sequence[dict], max_queries: int | None = None) -> list[Query]:
     """Dev queries (``question`` + ``context`` per row), whole groups in file order up to ``max_queries``."""
-    from consistbench.benchmark.fileio import read_jsonl
-
     if isinstance(dev, (str, Path)):
         where = str(dev)
         rows = read_jsonl(dev)
@@ -144,8 +128,6 @@ def queries_digest(queries: Sequence[Query]) -> str:
 
 def _render(tokenizer, q: Query, chat_template: bool) -> tuple[str, tuple[int, int], bool]:
     """Text to tokenize, the question's character span in it, and whether to add special tokens."""
-    from consistbench.benchmark.prompting import prompt_text, question_span
-
     text = prompt_text(q.context, q.question)
     start, end = question_span(q.context, q.question)
     if chat_template and getattr(tokenizer, "chat_template", None):
@@ -162,21 +144,9 @@ def _decoder_parts(model):
     """(inner model, embeddings, decoder blocks, final norm) of a causal LM, by its architecture's
     layout (:mod:`consistbench.reference_method.merge.layout`: the same table the merge assigns
     tensors by, so row l is measured at the block whose tensors get row l's weights)."""
-    from consistbench.reference_method.merge.layout import model_modules
-
     inner = getattr(model, getattr(model, "base_model_prefix", "model"), None) or model
     embed, layers, norm = model_modules(model)
     return inner, embed, layers, norm
-
-
-def row_keys(num_layers: int) -> list[str]:
-    """Row names in network order: embed, 0 .. L-1, final."""
-    return ["embed", *[str(i) for i in range(num_layers)], "final"]
-
-
-def row_label(row: str) -> str:
-    """A row name for messages: ``embeddings``, ``layer N`` or ``final norm``."""
-    return "embeddings" if row == "embed" else "final norm" if row == "final" else f"layer {row}"
 
 
 def model_similarities(model_dir: str | Path, queries: Sequence[Query], options: WeightsOptions,
@@ -260,8 +230,6 @@ def model_similarities(model_dir: str | Path, queries: Sequence[Query], options:
 
 def reference_similarity(queries: Sequence[Query], encoder: str | None = None) -> np.ndarray:
     """S_r: cosine similarities of the sentence encoder's embeddings of the bare questions."""
-    from consistbench.benchmark.embedded import encode
-
     e = np.asarray(encode([q.question.strip() for q in queries], encoder), dtype=np.float64)
     return (e @ e.T).astype(np.float32)
 
@@ -277,8 +245,6 @@ class Similarities:
     meta: dict = field(default_factory=dict)
 
     def save(self, path: str | Path) -> Path:
-        from consistbench.benchmark.fileio import atomic_path
-
         arrays = {"reference": self.reference}
         arrays |= {f"base/{k}": v for k, v in self.base.items()}
         for i, m in enumerate(self.models):
@@ -316,8 +282,8 @@ def collect_similarities(base: str | Path, models: Sequence[str | Path], queries
         t1 = time.perf_counter()
         out.append(model_similarities(path, queries, options, tokenizer_dir=base, threads=threads))
         log(f"{'base' if i == 0 else f'model {i}'} {Path(path).name}: {time.perf_counter() - t1:.1f}s")
-    num_layers = len(out[0]) - 2
-    return Similarities(reference=s_ref, base=out[0], models=out[1:], num_layers=num_layers)
+    n_layers = len(out[0]) - 2
+    return Similarities(reference=s_ref, base=out[0], models=out[1:], num_layers=n_layers)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,11 +361,6 @@ def compute_weights(base: str | Path, models: Sequence[str | Path], dev: str | P
     ``similarities_in``: reuse matrices saved by an earlier run (``similarities_out``) instead of
     running the models, e.g. to try another distance or normalisation.
     """
-    from consistbench.benchmark import __version__
-    from consistbench.reference_method.merge.checks import check_models
-    from consistbench.reference_method.merge.io import LazyModel
-    from consistbench.reference_method.merge.layout import assign, layout_for, num_layers
-
     options = options or WeightsOptions()
     if not models:
         raise ConsistbenchError("no fine-tuned models given")
@@ -445,157 +406,11 @@ def _unique_labels(models: Sequence[str | Path]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # files
 
-class _Entry(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    path: str
-    label: str
-
-
-class _Dev(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    path: str | None
-    n_queries: int = Field(ge=0)
-    sha256: str
-
-
-class _BaseDistances(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=True)
-
-    embed: float
-    layers: list[float]
-    final: float
-
-
-class _WeightsDocument(BaseModel):
-    """Everything a weights file must hold besides the weights themselves (checked below), so a
-    merge fails on a bad file before it writes anything, not at its model-card step."""
-
-    model_config = ConfigDict(extra="allow")
-
-    version: int
-    base: _Entry
-    models: list[_Entry] = Field(min_length=1)
-    dev: _Dev
-    num_layers: int = Field(ge=0)
-    options: WeightsOptions
-    weights: dict
-    base_distances: _BaseDistances | None = None
-
-
-def check_weights_doc(doc: dict, where: str = "weights") -> dict:
-    """Validate a whole weights document: its sections (models, base, dev set, options, base
-    distances), the shape of the weights and that every weight is finite (ConsistbenchError)."""
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ConsistbenchError(f"{where}: not a consistbench consistency-weights file")
-    try:
-        parsed = _WeightsDocument.model_validate(doc)
-    except ValidationError as exc:
-        from consistbench.reference_method.merge.config import validation_message
-
-        raise ConsistbenchError(validation_message(exc, f"{where}: malformed weights file")) from None
-    if parsed.version != FORMAT_VERSION:
-        raise ConsistbenchError(f"{where}: weights file format version {parsed.version}, this consistbench reads "
-                                f"version {FORMAT_VERSION}")
-    try:
-        k = len(doc["models"])
-        n = int(doc["num_layers"])
-        w = doc["weights"]
-        rows = [("embeddings", w["embed"])] + [(f"layer {i}", r) for i, r in enumerate(w["layers"])]
-        rows.append(("final norm", w["final"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConsistbenchError(f"{where}: malformed weights file ({exc})") from None
-    if len(w["layers"]) != n:
-        raise ConsistbenchError(f"{where}: {len(w['layers'])} layer rows but num_layers is {n}")
-    if parsed.base_distances is not None and len(parsed.base_distances.layers) != n:
-        raise ConsistbenchError(f"{where}: base_distances has {len(parsed.base_distances.layers)} layer values "
-                                f"but num_layers is {n}")
-    for row, values in rows:
-        if not isinstance(values, list) or len(values) != k:
-            raise ConsistbenchError(f"{where}: {row} has {len(values) if isinstance(values, list) else '?'} "
-                                    f"weights for {k} models")
-        for j, v in enumerate(values):
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-                raise ConsistbenchError(f"{where}: non-finite weight {v!r} for model {doc['models'][j].get('label')} "
-                                        f"at {row}")
-    return doc
-
-
-def load_weights(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConsistbenchError(f"{path}: no such weights file")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))  # NaN / Infinity parse; rejected below
-    except json.JSONDecodeError as exc:
-        raise ConsistbenchError(f"{path}: invalid JSON ({exc.msg})") from None
-    return check_weights_doc(doc, str(path))
-
-
 def write_weights(doc: dict, path: str | Path, heatmap: str | Path | None = None) -> tuple[Path, Path | None]:
-    """Write the JSON (atomically) and, unless ``heatmap`` is False-y, the heatmap PNG beside it."""
-    from consistbench.benchmark.fileio import write_json
-
-    check_weights_doc(doc, str(path))
-    write_json(path, doc)
+    """Write the JSON (atomically, :func:`~consistbench.reference_method.weights_file.save_weights`) and,
+    unless ``heatmap`` is False-y, the heatmap PNG beside it."""
+    save_weights(doc, path)
     png = None
     if heatmap:
         png = plot_heatmap(doc, heatmap)
     return Path(path), png
-
-
-def weight_spread(doc: dict) -> dict[str, float]:
-    """Per row (``embed``, ``0`` .. ``L-1``, ``final``): the largest minus the smallest weight over the
-    models. Near 0 everywhere means a near-uniform merge (plain averaging); the distances show why."""
-    w = doc["weights"]
-    return {r: float(max(v) - min(v)) for r, v in zip(row_keys(len(w["layers"])), _rows(w))}
-
-
-def _rows(part: dict) -> list:
-    return [part["embed"], *part["layers"], part["final"]]
-
-
-def plot_heatmap(doc: dict, path: str | Path) -> Path:
-    """Two panels: the layers x models heatmap of the weights (embeddings at the top, final norm at the
-    bottom), and beside it, on the same rows, each model's distance to the reference similarity and the
-    base model's: weights differ across models only where those distances do."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from consistbench.benchmark.fileio import atomic_path
-
-    matrix = np.array(_rows(doc["weights"]), dtype=np.float64)
-    ylabels = ["embed"] + [f"layer {i}" for i in range(len(doc["weights"]["layers"]))] + ["final"]
-    xlabels = [m["label"] for m in doc["models"]]
-    fig, (ax, ax_d) = plt.subplots(1, 2, figsize=(5.2 + 1.3 * len(xlabels), 1.4 + 0.28 * len(ylabels)),
-                                   gridspec_kw={"width_ratios": [1.3 * len(xlabels) + 1.0, 3.6]})
-    im = ax.imshow(matrix, aspect="auto", cmap="viridis")
-    ax.set_xticks(range(len(xlabels)), xlabels, rotation=30, ha="right")
-    ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7 if len(ylabels) > 20 else 9)
-    if matrix.size <= 60 * 6:
-        for (i, j), v in np.ndenumerate(matrix):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="w" if v < matrix.mean() else "k")
-    o = doc["options"]
-    ax.set_title(f"consistency weights ({o['distance']}, {o['normalisation']}, total {o['total']:g})", fontsize=9)
-    fig.colorbar(im, ax=ax, label="weight w_k^l")
-    # the distances the weights come from (raw: before `compare: delta` subtracts the base's)
-    dist = np.array(_rows(doc.get("raw_distances") or doc["distances"]), dtype=np.float64)
-    ys = np.arange(len(ylabels))
-    for j, label in enumerate(xlabels):
-        ax_d.plot(dist[:, j], ys, marker=".", linewidth=1, label=label)
-    if doc.get("base_distances"):
-        ax_d.plot(np.array(_rows(doc["base_distances"]), dtype=np.float64), ys, "k--", linewidth=1, label="base")
-    ax_d.set_ylim(len(ylabels) - 0.5, -0.5)  # the heatmap's row order
-    ax_d.set_yticks(ys, [""] * len(ys))
-    ax_d.set_xlabel(f"distance to the reference ({o['distance']})", fontsize=8)
-    ax_d.set_title("why: distance per layer", fontsize=9)
-    ax_d.tick_params(axis="x", labelsize=7)
-    ax_d.legend(fontsize=6, loc="best")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return Path(path)

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.fileio import atomic_path
 from consistbench.benchmark.prompting import MAX_GEN_TOKS
 
 COMPLETION_TEMPLATE = (
@@ -236,8 +237,6 @@ def _patch_normalized(folder: Path) -> None:
 def fix(model_dir: str | Path, out_dir: str | Path, *, pad_token: str | None = None, chat_template: str | None = None,
         trust_remote_code: bool = False) -> tuple[list[str], list[Finding]]:
     """Write a corrected copy of ``model_dir`` to ``out_dir``; return (actions taken, findings left)."""
-    from consistbench.benchmark.fileio import atomic_path
-
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if out_dir.resolve() == model_dir.resolve():
         raise ConsistbenchError("--fix writes a copy: give an output directory other than the model directory")

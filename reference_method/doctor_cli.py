@@ -7,12 +7,11 @@ from pathlib import Path
 
 from consistbench.benchmark.cli import add_json_option, add_output_option, add_trust_remote_code
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.fileio import write_json
+from consistbench.reference_method import doctor
 
 
 def cmd_doctor(args) -> int:
-    from consistbench.benchmark.fileio import write_json
-    from consistbench.reference_method import doctor
-
     if args.fix and not args.output:
         raise ConsistbenchError("--fix writes a corrected copy: give its folder with -o/--output")
     if args.output and not args.fix:

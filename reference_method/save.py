@@ -10,8 +10,12 @@ README model card.
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import json
 from pathlib import Path
+
+from consistbench.benchmark.fileio import atomic_path
+from consistbench.reference_method import doctor
 
 CARD_NAME = "consistbench_train.json"
 
@@ -19,9 +23,6 @@ CARD_NAME = "consistbench_train.json"
 def save_trained_model(trainer, tokenizer, output_dir: str | Path, card: dict, readme: str, *,
                        model_dir: str | Path) -> Path:
     """Write ``trainer``'s model to ``output_dir`` atomically; ``model_dir`` is the model it started from."""
-    from consistbench.benchmark.fileio import atomic_path
-    from consistbench.reference_method import doctor
-
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload"):  # a peft model: fold the adapters into the weights
         model = model.merge_and_unload()
@@ -37,8 +38,6 @@ def save_trained_model(trainer, tokenizer, output_dir: str | Path, card: dict, r
 
 def library_versions(*packages: str) -> dict[str, str]:
     """Installed versions of ``packages`` (recorded in every model card)."""
-    import importlib.metadata as md
-
     out = {}
     for pkg in packages:
         try:

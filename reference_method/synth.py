@@ -28,26 +28,35 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from consistbench.benchmark.databuild import DATA_DIR
 from consistbench.benchmark.errors import ConsistbenchError
-from consistbench.benchmark.variants import VARIANT_TYPES
+from consistbench.benchmark.fileio import write_jsonl
+from consistbench.benchmark.schema import check_groups, load_data, parse_row, row_id_for
+from consistbench.benchmark.text import normalise_question
+from consistbench.benchmark.variants import VARIANT_TYPES, generate
 
 SYNTH_COLUMNS = ("generator", "settings", "seed", "cosine")
 
 
 def default_train_file() -> Path:
-    from consistbench.benchmark.databuild import DATA_DIR
-
     return DATA_DIR / "train.jsonl"
 
 
 def default_holdout_files() -> list[Path]:
-    from consistbench.benchmark.databuild import DATA_DIR
-
     return [DATA_DIR / "dev.jsonl", DATA_DIR / "test.jsonl"]
 
 
-def _norm_text(text: str) -> str:
+def normalise_passage(text: str) -> str:
+    """A passage's text as held-out passages are compared (whitespace collapsed): a train passage
+    equal to a dev or test passage in this form is refused (``ref synth``, ``ref prefs``)."""
     return " ".join(text.split())
+
+
+def outside_holdout(rows: Sequence, holdout: tuple[set[str], set[str]]) -> list:
+    """The rows whose passage is in no held-out file, by passage id or by text
+    (:func:`normalise_passage`); ``holdout`` is what :func:`load_holdout` returns."""
+    hold_ids, hold_texts = holdout
+    return [r for r in rows if r.passage_id not in hold_ids and normalise_passage(r.context) not in hold_texts]
 
 
 @dataclass
@@ -61,8 +70,6 @@ class SynthStats:
 
 def load_holdout(paths: Sequence[str | Path]) -> tuple[set[str], set[str]]:
     """Passage ids and normalised passage texts of every held-out file."""
-    from consistbench.benchmark.schema import load_data
-
     ids: set[str] = set()
     texts: set[str] = set()
     for path in paths:
@@ -71,7 +78,7 @@ def load_holdout(paths: Sequence[str | Path]) -> tuple[set[str], set[str]]:
                                     "passages to exclude; build the data or pass --holdout)")
         for row in load_data(path):
             ids.add(row.passage_id)
-            texts.add(_norm_text(row.context))
+            texts.add(normalise_passage(row.context))
     return ids, texts
 
 
@@ -80,10 +87,6 @@ def synthesize(rows: Sequence, *, types: Sequence[str] = VARIANT_TYPES, n: int =
                encoder: str | None = None, progress: Callable[[str, int], None] | None = None
                ) -> tuple[list[dict], SynthStats]:
     """Synthetic rows (originals then their variants, group by group) and what happened to the input."""
-    from consistbench.benchmark.schema import row_id_for
-    from consistbench.benchmark.text import normalise_question
-    from consistbench.benchmark.variants.generate import generate_variants
-
     if n < 1:
         raise ConsistbenchError(f"n must be at least 1, got {n}")
     unknown = [t for t in types if t not in VARIANT_TYPES]
@@ -96,8 +99,7 @@ def synthesize(rows: Sequence, *, types: Sequence[str] = VARIANT_TYPES, n: int =
             raise ConsistbenchError(f"{row.id}: split {row.split!r}; synthetic data is made from the train split only")
     originals = [r for r in rows if r.variant_type == "original"]
     stats.ignored_variant_rows = len(rows) - len(originals)
-    hold_ids, hold_texts = holdout
-    kept = [r for r in originals if r.passage_id not in hold_ids and _norm_text(r.context) not in hold_texts]
+    kept = outside_holdout(originals, holdout)
     stats.refused_holdout = len(originals) - len(kept)
     if limit is not None and limit < len(kept):
         chosen = set(random.Random(seed).sample(sorted(r.group_id for r in kept), limit))
@@ -106,7 +108,7 @@ def synthesize(rows: Sequence, *, types: Sequence[str] = VARIANT_TYPES, n: int =
         raise ConsistbenchError("no train questions left to make variants of"
                                 + (f" ({stats.refused_holdout} refused: passage in a held-out split)"
                                    if stats.refused_holdout else ""))
-    variants = generate_variants([r.question for r in kept], list(types), n=n, seed=seed, paraphraser=paraphraser,
+    variants = generate.generate_variants([r.question for r in kept], list(types), n=n, seed=seed, paraphraser=paraphraser,
                                  encoder=encoder, progress=progress)
     by_index: dict[int, list] = {}
     for v in variants:
@@ -147,9 +149,6 @@ def synthesize(rows: Sequence, *, types: Sequence[str] = VARIANT_TYPES, n: int =
 def synthesize_file(train: str | Path, output: str | Path, *, holdout: Sequence[str | Path] | None = None,
                     **kwargs) -> SynthStats:
     """Read ``train``, synthesise, validate the result against the schema, write ``output`` atomically."""
-    from consistbench.benchmark.fileio import write_jsonl
-    from consistbench.benchmark.schema import check_groups, load_data, parse_row
-
     if Path(output).resolve() in {Path(p).resolve() for p in [train, *(holdout or [])]}:
         raise ConsistbenchError(f"{output}: the output would overwrite an input")
     rows = load_data(train)

@@ -37,6 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.fileio import write_json
+from consistbench.benchmark.schema import load_data
+from consistbench.reference_method import doctor
+from consistbench.reference_method.collator import CompletionCollator, encode_row
 from consistbench.reference_method.save import CARD_NAME, library_versions, save_trained_model
 from consistbench.reference_method.consistency_config import ConsistencyConfig
 from consistbench.reference_method.triplets import MiningConfig, Triplet, mine_triplets, select_rows
@@ -96,8 +100,6 @@ def prepare_data(rows: Sequence, variant_type: str, tokenizer, *, mining: Mining
     """Select the rows of ``variant_type`` and tokenize them: as mined triplets (``examples="triplets"``,
     the SFT + triplet loss), or each row once (``examples="rows"``, the paper's plain SFT baseline:
     originals and variants, a variant's target being its group's reference)."""
-    from consistbench.reference_method.collator import encode_row
-
     selected = select_rows(rows, variant_type)
     if not any(r.variant_type != "original" for r in selected):
         raise ConsistbenchError(f"{source}: no {variant_type} variants: the synthetic set is empty for this type")
@@ -223,9 +225,6 @@ def train(model_dir: str | Path, data: str | Path, variant_type: str, output_dir
           log: Callable[[str], None] = print) -> Path:
     """Train one model; return ``output_dir``. ``config.output_dir`` is the checkpoint directory
     (defaults to ``<output_dir>.checkpoints``)."""
-    from consistbench.benchmark.schema import load_data
-    from consistbench.reference_method import doctor
-
     model_dir, data, output_dir = Path(model_dir), Path(data), Path(output_dir)
     mining = mining or MiningConfig()
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
@@ -279,7 +278,6 @@ def train(model_dir: str | Path, data: str | Path, variant_type: str, output_dir
     import torch
     from transformers import set_seed
 
-    from consistbench.reference_method.collator import CompletionCollator
     from consistbench.reference_method.consistency_trainer import ConsistencyTrainer
 
     set_seed(config.seed)
@@ -289,8 +287,6 @@ def train(model_dir: str | Path, data: str | Path, variant_type: str, output_dir
                                  processing_class=tokenizer, callbacks=list(callbacks or []))
     if trainer.accelerator.is_main_process:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        from consistbench.benchmark.fileio import write_json
-
         write_json(ckpt_dir / RUN_NAME, fingerprint)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from consistbench.reference_method.merge.layout import layout_for
+
 
 def _chain_post_init(obj, cls) -> None:
     parent = getattr(super(cls, obj), "__post_init__", None)
@@ -93,8 +95,6 @@ class LoraArguments:
             n = model.config.num_hidden_layers
             if self.lora_layers > n:
                 raise ValueError(f"lora_layers={self.lora_layers} but the model has {n} layers")
-            from consistbench.reference_method.merge.layout import layout_for
-
             blocks = layout_for(model.config.to_dict(), type(model).__name__).blocks
             extra["layers_to_transform"] = list(range(n - self.lora_layers, n))
             extra["layers_pattern"] = blocks.rsplit(".", 1)[-1]  # "layers", "h", "blocks": the block list's name

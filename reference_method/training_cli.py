@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from consistbench.benchmark.cli import add_dataclass_command, add_output_option, add_trust_remote_code
+from consistbench.benchmark.embedded import convert_smollm2
+from consistbench.benchmark.variants.cli import add_paraphraser_options
+from consistbench.benchmark.variants.paraphrase import make_paraphraser
+from consistbench.reference_method.synth import default_train_file, synthesize_file
+from consistbench.reference_method.triplets import MiningConfig
 
 TRAIN_TYPES = ("how_to", "plural_article", "paraphrase", "all")
 
@@ -21,9 +26,6 @@ TRAIN_TYPES = ("how_to", "plural_article", "paraphrase", "all")
 # ref synth
 
 def cmd_synth(args) -> int:
-    from consistbench.benchmark.variants.paraphrase import make_paraphraser
-    from consistbench.reference_method.synth import default_train_file, synthesize_file
-
     types = [t.strip() for t in args.types.split(",") if t.strip()]
     paraphraser = None
     if "paraphrase" in types:
@@ -75,8 +77,6 @@ class MiningArguments:
         "help": "Sentence encoder of the neighbourhoods (default: the embedded all-MiniLM-L6-v2)."})
 
     def to_config(self):
-        from consistbench.reference_method.triplets import MiningConfig
-
         return MiningConfig(anchors=self.mining_anchors, positives=self.mining_positives,
                             negatives=self.mining_negatives, k=self.mining_k, seed=self.mining_seed,
                             encoder=self.mining_encoder)
@@ -97,8 +97,6 @@ def cmd_train(args, parsed) -> int:
     script, config, mining = parsed
     model = script.model
     if model is None:
-        from consistbench.benchmark.embedded import convert_smollm2
-
         model = str(convert_smollm2())
     out = train(model, script.data, script.variant_type, script.output, config, mining.to_config(),
                 resume=script.resume or False, keep_checkpoints=script.keep_checkpoints, overwrite=script.overwrite)
@@ -108,8 +106,6 @@ def cmd_train(args, parsed) -> int:
 
 
 def register(rsub: argparse._SubParsersAction) -> None:
-    from consistbench.benchmark.variants.cli import add_paraphraser_options
-
     p = rsub.add_parser("synth", help="synthetic variants of the train split's questions (never dev/test passages)")
     add_output_option(p, help="output JSONL (benchmark schema + provenance columns)")
     p.add_argument("--train", default=None, help="train split (default: the shipped tasks/consistency/data/train.jsonl)")

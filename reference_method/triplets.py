@@ -21,6 +21,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
+import numpy as np
+
+from consistbench.benchmark.embedded import encode
 from consistbench.benchmark.errors import ConsistbenchError
 from consistbench.benchmark.variants import VARIANT_TYPES
 
@@ -89,8 +92,6 @@ def _norm_answer(text: str) -> str:
 def mine_triplets(rows: Sequence, config: MiningConfig | None = None, embeddings=None) -> list[Triplet]:
     """Triplets over ``rows`` (schema rows with ``id``, ``group_id``, ``variant_type``, ``question``,
     ``reference``). ``embeddings`` (one L2-normalised row per input row) skips the encoder."""
-    import numpy as np
-
     config = config or MiningConfig()
     rows = list(rows)
     if not rows:
@@ -98,8 +99,6 @@ def mine_triplets(rows: Sequence, config: MiningConfig | None = None, embeddings
     if len({r.id for r in rows}) != len(rows):
         raise ConsistbenchError("row ids are not unique")
     if embeddings is None:
-        from consistbench.benchmark.embedded import encode
-
         embeddings = encode([r.question for r in rows], config.encoder)
     emb = np.asarray(embeddings, dtype=np.float32)
     if emb.shape[0] != len(rows):

@@ -6,11 +6,11 @@ import argparse
 from pathlib import Path
 
 from consistbench.benchmark.cli import add_output_option
+from consistbench.reference_method.consistency_weights import DEFAULT_DEV, compute_weights, write_weights
+from consistbench.reference_method.weights_file import options_from
 
 
 def cmd_weights(args: argparse.Namespace) -> int:
-    from consistbench.reference_method.consistency_weights import compute_weights, options_from, write_weights
-
     opts = {k: getattr(args, k) for k in ("pooling", "distance", "compare", "normalisation", "temperature",
                                           "temperature_scale", "power", "total", "batch_size", "encoder")
             if getattr(args, k) is not None}
@@ -33,8 +33,6 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 def register(ref_sub: argparse._SubParsersAction) -> None:
-    from consistbench.reference_method.consistency_weights import DEFAULT_DEV
-
     p = ref_sub.add_parser("weights", help="consistency-aware per-layer merge weights from dev-set activations",
                            description="Compute w_k^l for `consistbench merge` (method: consistency). "
                                        "Defaults are documented in reference_method/consistency_weights.py "

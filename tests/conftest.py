@@ -12,6 +12,11 @@ from pathlib import Path
 
 import pytest
 
+# Shared fixture modules imported by several test files: rewrite their asserts as pytest does for
+# test files, so that a failing helper assertion shows its values.
+pytest.register_assert_rewrite("tests.merge_fixtures", "tests.trainer_fixtures", "tests.preference_fixtures",
+                               "tests.leaderboard_fixtures")
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from consistbench.benchmark.cli import main
-from consistbench.benchmark.compare_cli import load_side
+from consistbench.benchmark.compare import load_side
 from consistbench.benchmark.schema import data_checksum, parse_row
 from tests.conftest import make_row, write_jsonl
 
@@ -98,7 +98,7 @@ def test_only_shared_groups_are_compared(tmp_path):
     # ... but a subset of the same lm-eval task data is compared on the shared groups
     side_a, side_b = load_side(a), load_side(b)
     side_b.data_version = side_a.data_version
-    from consistbench.benchmark.compare_cli import compare
+    from consistbench.benchmark.compare import compare
 
     res = compare(side_a, side_b)
     assert res["shared_groups"] == 20 and res["only_a_rows"] == len(rows) - len(half) and res["only_b_rows"] == 0
@@ -174,7 +174,7 @@ def test_results_without_samples_are_refused(tmp_path, capsys):
 
 
 def test_a_row_that_differs_between_sides_is_refused(tmp_path):
-    from consistbench.benchmark.compare_cli import compare
+    from consistbench.benchmark.compare import compare
     from consistbench.benchmark.errors import ConsistbenchError
 
     rows = data_rows(10)

@@ -13,18 +13,15 @@ from consistbench.benchmark.cli import main
 from consistbench.benchmark.errors import ConsistbenchError
 from consistbench.reference_method.consistency_weights import (
     Similarities,
-    WeightsOptions,
     compute_weights,
     distance,
     load_queries,
-    load_weights,
     model_similarities,
     normalise,
-    row_keys,
-    weight_spread,
     weights_from_similarities,
     write_weights,
 )
+from consistbench.reference_method.weights_file import WeightsOptions, load_weights, row_keys, weight_spread
 from tests import pico_models
 from tests.conftest import write_jsonl
 
@@ -172,7 +169,7 @@ def test_weights_on_pico_models_are_normalised_and_ordered_by_distance(weights_d
 
 
 def test_weight_spread_and_summary_name_where_the_weights_differ(weights_doc):
-    from consistbench.reference_method.reproduce import spread_summary
+    from consistbench.reference_method.weights_file import spread_summary
 
     doc, _ = weights_doc
     spread = weight_spread(doc)

@@ -84,15 +84,15 @@ def test_v1_tasks_load_the_frozen_rows():
 
 
 def test_leaderboard_rescoring_uses_the_version_a_submission_was_made_on():
-    from consistbench.leaderboard import validate as V
+    from consistbench.leaderboard import tracks as T
     from consistbench.tasks.consistency import utils
 
-    spec = V.load_task("consistency_mini", V1_SHA)
+    spec = T.load_task("consistency_mini", V1_SHA)
     assert spec.name == "consistency_mini" and spec.data_sha256 == V1_SHA
     # the same documents (the task's scoring-settings stamp aside, which rescoring takes from the results)
     loaded = [{k: v for k, v in d.items() if k != "scoring"} for d in utils.load(subset="mini", data_version="v1")["test"]]
     assert spec.docs == loaded
     res = {"configs": {"consistency_mini": {"metadata": {"data_sha256": V1_SHA}}}}
-    assert V.frozen_version_of(res, "consistency_mini") in (V1_SHA, None)  # None while v1 is also current
-    assert V.frozen_version_of({"configs": {"consistency_mini": {"metadata": {"data_sha256": "0" * 64}}}},
+    assert T.frozen_version_of(res, "consistency_mini") in (V1_SHA, None)  # None while v1 is also current
+    assert T.frozen_version_of({"configs": {"consistency_mini": {"metadata": {"data_sha256": "0" * 64}}}},
                                "consistency_mini") is None

@@ -16,11 +16,13 @@ import pytest
 
 from consistbench.benchmark.cli import main
 from consistbench.benchmark.errors import ConsistbenchError
-from consistbench.leaderboard import robust as LR
+from consistbench.leaderboard import render
+from consistbench.leaderboard import rescore as R
+from consistbench.leaderboard import tracks as T
 from consistbench.leaderboard import validate as V
 
 TRACK = "consistency_mini"
-ROBUST = LR.ROBUST_TASKS[TRACK]
+ROBUST = T.ROBUST_TASKS[TRACK]
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +93,8 @@ def test_prepare_and_validate_a_submission_with_the_robust_families(submission, 
     reported = json.loads(next(eval_dir.glob("results_*.json")).read_text())["results"]
     for family, task in ROBUST.items():
         for m in ("em", "rs", "bs"):
-            key = LR.metric_key(m, family)
-            assert abs(v.metrics[key] - reported[task][f"{m},none"]) <= V.tolerance(key)
+            key = T.metric_key(m, family)
+            assert abs(v.metrics[key] - reported[task][f"{m},none"]) <= R.tolerance(key)
             assert v.reported[key] == reported[task][f"{m},none"]
     assert v.metrics["em"] == pytest.approx(reported[TRACK]["em,none"], abs=1e-9)  # the track's own, unchanged
     assert set(v.robust_responses) == set(ROBUST.values())
@@ -169,7 +171,7 @@ def site(tmp_path_factory, submission) -> Path:
 
 def test_site_shows_the_families_as_their_own_column_groups(site, submission):
     index = (site / "index.html").read_text()
-    for family in LR.ROBUST_TASKS[TRACK]:
+    for family in T.ROBUST_TASKS[TRACK]:
         assert f">{family} (robust)</th>" in index
         for m in ("em", "rs", "bs"):
             assert f'data-col="{m}_{family}"' in index
@@ -192,21 +194,21 @@ def test_no_robust_columns_without_robust_submissions():
     from consistbench.leaderboard.schema import RankingRow
 
     row = RankingRow.model_construct(metrics={"em": 0.5, "em_how_to": 0.4})
-    assert LR.robust_columns([row]) == []
-    assert [c.metric for c in LR.robust_columns([RankingRow.model_construct(metrics={"rs_surface": 0.1})])] == \
+    assert render.robust_columns([row]) == []
+    assert [c.metric for c in render.robust_columns([RankingRow.model_construct(metrics={"rs_surface": 0.1})])] == \
         ["em_surface", "rs_surface", "bs_surface"]
 
 
 def test_prepare_tells_the_main_tracks_samples_from_its_robust_families(tmp_path):
     # `consistency` is a prefix of `consistency_typo`: one run of the main track with its robust
     # families writes both into one folder, and prepare must pick each task's own file
-    from consistbench.leaderboard.cli import _samples_file
+    from consistbench.leaderboard.prepare import samples_file
 
     stamp = "2026-12-06T05-26-25.326667"
     for task in ("consistency", "consistency_typo", "consistency_surface", "consistency_template"):
         (tmp_path / f"samples_{task}_{stamp}.jsonl").write_text("{}\n")
-    assert _samples_file(tmp_path, "consistency").name == f"samples_consistency_{stamp}.jsonl"
-    assert _samples_file(tmp_path, "consistency_typo").name == f"samples_consistency_typo_{stamp}.jsonl"
+    assert samples_file(tmp_path, "consistency").name == f"samples_consistency_{stamp}.jsonl"
+    assert samples_file(tmp_path, "consistency_typo").name == f"samples_consistency_typo_{stamp}.jsonl"
     (tmp_path / "samples_consistency_2026-12-07T00-00-00.000000.jsonl").write_text("{}\n")
     with pytest.raises(ConsistbenchError, match="keep one run per folder"):
-        _samples_file(tmp_path, "consistency")
+        samples_file(tmp_path, "consistency")

@@ -86,7 +86,7 @@ def families(tmp_path_factory, smollm2_dir) -> dict[str, dict[str, Path]]:
 
 
 def weights_doc(path: Path, paths: dict[str, Path], rows: dict = ROWS) -> Path:
-    from consistbench.reference_method.consistency_weights import FORMAT, FORMAT_VERSION, WeightsOptions
+    from consistbench.reference_method.weights_file import FORMAT, FORMAT_VERSION, WeightsOptions
 
     doc = {"format": FORMAT, "version": FORMAT_VERSION, "num_layers": len(rows["layers"]),
            "base": {"path": str(paths["base"].resolve()), "label": "base"},
@@ -244,8 +244,8 @@ def test_consistency_weights_hook_the_blocks_of_each_architecture(families):
     similarity of the mean-pooled question tokens of hidden_states[l + 1] (block l's output)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from consistbench.reference_method.consistency_weights import (Query, WeightsOptions, _render,
-                                                                    model_similarities, row_keys)
+    from consistbench.reference_method.consistency_weights import Query, _render, model_similarities
+    from consistbench.reference_method.weights_file import WeightsOptions, row_keys
 
     queries = [Query("Use copy.copy() for shallow copies.", "How do I copy a list?"),
                Query("sorted() takes a key function.", "How to sort a dict by value"),

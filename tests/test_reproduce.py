@@ -11,8 +11,10 @@ import pytest
 
 from consistbench.benchmark.cli import main
 from consistbench.benchmark.errors import ConsistbenchError
-from consistbench.reference_method import reproduce
-from consistbench.reference_method.reproduce import PRESETS, SPECIALISED, TABLE_METRICS, Run, training_runs
+from consistbench.reference_method.reproduce.presets import PRESETS, SPECIALISED, Preset, training_runs
+from consistbench.reference_method.reproduce.run_folder import Run
+from consistbench.reference_method.reproduce.stages import run_stages, stage_base, stage_table
+from consistbench.reference_method.reproduce.table import TABLE_METRICS
 
 TASK = "consistency_mini"
 
@@ -26,7 +28,7 @@ def fake_results(folder: Path, metrics: dict[str, float], task: str = TASK) -> P
     return out
 
 
-def tiny_preset(model: Path) -> reproduce.Preset:
+def tiny_preset(model: Path) -> Preset:
     p = copy.deepcopy(PRESETS["cpu-mini"])
     p.name = "test"
     p.model = str(model)
@@ -63,7 +65,7 @@ def test_table_from_results_of_every_model(tmp_path, fixed_llama):
     for name in run.models_to_eval():
         truth[name] = {k: round(rng.random(), 4) for k, _ in TABLE_METRICS}
         fake_results(run.eval_dir(name), truth[name])
-    doc = run.stage_table()
+    doc = stage_table(run)
     names = [r["model"] for r in doc["rows"]]
     assert names == ["base", "sft", "sft_triplet_all", "sft_triplet_how_to", "sft_triplet_plural_article",
                      "sft_triplet_paraphrase", "merged", "wrpo"]
@@ -88,7 +90,7 @@ def test_missing_results_is_a_clear_error(tmp_path, fixed_llama):
     run = Run(tiny_preset(fixed_llama), tmp_path / "run", log=lambda _: None)
     fake_results(run.eval_dir("base"), {k: 0.5 for k, _ in TABLE_METRICS})
     with pytest.raises(ConsistbenchError, match="no results for sft"):
-        run.stage_table()
+        stage_table(run)
     assert not run.results_dir.exists()
 
 
@@ -106,7 +108,7 @@ def test_pipeline_end_to_end_and_resume_skips_finished_stages(tmp_path, fixed_ll
 
     monkeypatch.setattr(evaluate, "run_eval", fake_run_eval)
     run = Run(tiny_preset(fixed_llama), tmp_path / "run", log=lambda _: None)
-    run.run()
+    run_stages(run)
     rows = {r["model"]: r for r in json.loads((run.results_dir / "results.json").read_text())["rows"]}
     assert set(rows) == set(run.models_to_eval())
     for name, _, alpha in training_runs(run.preset):
@@ -139,24 +141,24 @@ def test_pipeline_end_to_end_and_resume_skips_finished_stages(tmp_path, fixed_ll
     monkeypatch.setattr(evaluate, "run_eval", refuse)
     stamp = (run.model_dir("merged") / "model.safetensors").stat().st_mtime_ns
     n = len(evaluated)
-    Run(tiny_preset(fixed_llama), tmp_path / "run", log=lambda _: None).run()
+    run_stages(Run(tiny_preset(fixed_llama), tmp_path / "run", log=lambda _: None))
     assert len(evaluated) == n and (run.model_dir("merged") / "model.safetensors").stat().st_mtime_ns == stamp
 
 
 def test_base_with_pad_equal_to_eos_gets_a_corrected_copy(tmp_path, tiny_llama_dir):
     run = Run(tiny_preset(tiny_llama_dir), tmp_path / "run", log=lambda _: None)
-    run.stage_base()
+    stage_base(run)
     assert run.base_model() == run.dir / "base"
     tok = json.loads((run.dir / "base" / "tokenizer_config.json").read_text())
     assert tok["pad_token"] != tok["eos_token"]
 
 
 def test_a_run_directory_refuses_other_settings(tmp_path, fixed_llama):
-    Run(tiny_preset(fixed_llama), tmp_path / "run", log=lambda _: None)._record()
+    Run(tiny_preset(fixed_llama), tmp_path / "run", log=lambda _: None).record()
     other = tiny_preset(fixed_llama)
     other.train["learning_rate"] = 1.0
     with pytest.raises(ConsistbenchError, match="other settings.*train"):
-        Run(other, tmp_path / "run", log=lambda _: None)._record()
+        Run(other, tmp_path / "run", log=lambda _: None).record()
 
 
 def test_cli_bad_input(tmp_path, capsys):

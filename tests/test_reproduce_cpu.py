@@ -16,15 +16,18 @@ from pathlib import Path
 import pytest
 from consistbench.benchmark.cli import main
 from consistbench.benchmark.errors import ConsistbenchError
-from consistbench.reference_method import reproduce
-from consistbench.reference_method.reproduce import (
+from consistbench.reference_method.reproduce.dev_search import choose_setting
+from consistbench.reference_method.reproduce.jobs import run_config, train_config
+from consistbench.reference_method.reproduce.presets import (
     PRESETS,
+    ROW_LABELS,
     SEARCH_KEYS,
     SPECIALISED,
-    Run,
-    choose_setting,
+    Preset,
     training_runs,
 )
+from consistbench.reference_method.reproduce.run_folder import Run, read_records
+from consistbench.reference_method.reproduce.stages import run_stages, stage_search, stage_select
 
 from tests.conftest import make_row
 
@@ -46,7 +49,7 @@ CONSISTENT = {"base": 0.0, "sft": 0.3, "sft_triplet_expanded": 0.3, "sft_triplet
 N_GROUPS = 30
 
 
-def tiny_cpu_preset(model: Path) -> reproduce.Preset:
+def tiny_cpu_preset(model: Path) -> Preset:
     p = copy.deepcopy(PRESETS["cpu"])
     p.name = "test-cpu"
     p.model = str(model)
@@ -151,24 +154,24 @@ def cpu_run(fixed_llama, tmp_path_factory):
         mp.setattr(train_mod, "train", recording_train)
         mp.setattr(CompletionCollator, "__call__", recording_call)
         run = Run(tiny_cpu_preset(fixed_llama), run_dir, log=lambda _: None)
-        run.run(("base", "synth", "select"))
+        run_stages(run, ("base", "synth", "select"))
         with pytest.raises(RuntimeError, match="simulated crash"):
-            run.stage_search()
-        log["after_crash"] = {"records": [r["id"] for r in Run._read_records(run.search_dir / "search.jsonl")],
+            stage_search(run)
+        log["after_crash"] = {"records": [r["id"] for r in read_records(run.search_dir / "search.jsonl")],
                               "trained": list(log["trained"]), "evals": len(log["evals"])}
         log["trained"].clear()
         n_evals = len(log["evals"])
-        run.stage_search()
+        stage_search(run)
         log["rerun"] = {"trained": list(log["trained"]), "evals": [e[0] for e in log["evals"][n_evals:]]}
         log["trained"].clear()
         n_evals = len(log["evals"])
-        run.stage_search()  # finished: nothing again
+        stage_search(run)  # finished: nothing again
         log["third"] = {"trained": list(log["trained"]), "evals": len(log["evals"]) - n_evals}
-        run.run(("train", "weights", "merge"))
+        run_stages(run, ("train", "weights", "merge"))
         log["train_stage"] = list(log["trained"])
         log["merge_sha"] = sha(run.model_dir("merged") / "model.safetensors")
         log["before_eval_stage"] = list(log["evals"])
-        run.run(("temperature", "eval", "table"))
+        run_stages(run, ("temperature", "eval", "table"))
         log["doc"] = json.loads((run.results_dir / "results.json").read_text())
     return run, log
 
@@ -187,7 +190,7 @@ def test_cpu_preset_settings_and_cpu_mini_unchanged():
         assert len({s[key] for s in cpu.search_grid}) > 1, key  # the grid varies every searched setting
     assert len(cpu.temperatures) >= 2 and cpu.paired
     assert [r[0] for r in training_runs(cpu)][-2:] == ["sft", "sft_triplet_expanded"]
-    assert reproduce.ROW_LABELS["sft_triplet_expanded"] == "SFT (triplet-expanded rows, ablation)"
+    assert ROW_LABELS["sft_triplet_expanded"] == "SFT (triplet-expanded rows, ablation)"
     # cpu-mini keeps its rows and settings
     assert [r[0] for r in training_runs(mini)] == ["sft_triplet_how_to", "sft_triplet_plural_article",
                                                    "sft_triplet_paraphrase", "sft_triplet_all", "sft"]
@@ -200,29 +203,29 @@ def test_cpu_preset_trains_lora_on_every_layer(tiny_llama_dir, tmp_path):
 
     run = Run(PRESETS["cpu"], tmp_path / "run", log=lambda _: None)
     for name, _, alpha in training_runs(run.preset):
-        cfg = run.run_config(name, alpha, PRESETS["cpu"].search_grid[0])
+        cfg = run_config(run, name, alpha, PRESETS["cpu"].search_grid[0])
         assert cfg.use_lora and cfg.lora_layers is None, name
-    cfg = run.run_config("sft_triplet_all", 1.0, PRESETS["cpu"].search_grid[0])
+    cfg = run_config(run, "sft_triplet_all", 1.0, PRESETS["cpu"].search_grid[0])
     model = load_model(tiny_llama_dir, cfg)
     adapted = {n.split(".layers.")[1].split(".")[0] for n, _ in model.named_parameters()
                if "lora_A" in n and ".layers." in n}
     assert adapted == {str(i) for i in range(model.config.num_hidden_layers)}
-    mini = Run(PRESETS["cpu-mini"], tmp_path / "mini", log=lambda _: None).train_config(1.0)
+    mini = train_config(Run(PRESETS["cpu-mini"], tmp_path / "mini", log=lambda _: None), 1.0)
     assert mini.lora_layers == 4  # the contrast: cpu-mini adapts the last layers only
 
 
 def test_cpu_preset_sft_rows_config():
     run = Run(PRESETS["cpu"], "/nonexistent/never-created", log=lambda _: None)
-    sft = run.run_config("sft", 0.0, {"learning_rate": 1e-4, "max_steps": 80, "alpha": 0.5, "margin": 0.5})
+    sft = run_config(run, "sft", 0.0, {"learning_rate": 1e-4, "max_steps": 80, "alpha": 0.5, "margin": 0.5})
     assert sft.examples == "rows" and sft.alpha == 0.0
     assert sft.max_steps == -1 and sft.num_train_epochs == 1.0 and sft.learning_rate == 1e-4  # one epoch, chosen lr
-    expanded = run.run_config("sft_triplet_expanded", 0.0, {"max_steps": 80, "alpha": 0.5})
+    expanded = run_config(run, "sft_triplet_expanded", 0.0, {"max_steps": 80, "alpha": 0.5})
     assert expanded.examples == "triplets" and expanded.alpha == 0.0 and expanded.max_steps == 80
-    triplet = run.run_config("sft_triplet_how_to", 1.0, {"alpha": 0.5, "margin": 0.5, "pooling_layer": 15})
+    triplet = run_config(run, "sft_triplet_how_to", 1.0, {"alpha": 0.5, "margin": 0.5, "pooling_layer": 15})
     assert (triplet.alpha, triplet.margin, triplet.pooling_layer) == (0.5, 0.5, 15)
     # alpha 0: the triplet term's settings are the preset's whatever the search chose
     for name in ("sft", "sft_triplet_expanded"):
-        cfg = run.run_config(name, 0.0, {"learning_rate": 1e-4, "max_steps": 80, "margin": 0.5, "pooling_layer": 15})
+        cfg = run_config(run, name, 0.0, {"learning_rate": 1e-4, "max_steps": 80, "margin": 0.5, "pooling_layer": 15})
         assert (cfg.margin, cfg.pooling_layer) == (0.2, -1), name
 
 
@@ -252,18 +255,18 @@ def test_choose_setting_rule():
 def test_run_json_of_an_older_run_is_the_same_run(tmp_path):
     """Settings added to Preset after a run started are the same run when they hold their defaults."""
     run = Run(PRESETS["cpu-mini"], tmp_path / "run", log=lambda _: None)
-    run._record()
+    run.record()
     path = tmp_path / "run" / "run.json"
     doc = json.loads(path.read_text())
     for key in ("sft_examples", "sft_train", "sft_ablation", "eval_device", "search_task", "search_grid",
                 "temperatures", "paired"):
         del doc["preset"][key]
     path.write_text(json.dumps(doc))
-    Run(PRESETS["cpu-mini"], tmp_path / "run", log=lambda _: None)._record()  # accepted
+    Run(PRESETS["cpu-mini"], tmp_path / "run", log=lambda _: None).record()  # accepted
     other = copy.deepcopy(PRESETS["cpu-mini"])
     other.sft_ablation = True
     with pytest.raises(ConsistbenchError, match="other settings.*sft_ablation"):
-        Run(other, tmp_path / "run", log=lambda _: None)._record()
+        Run(other, tmp_path / "run", log=lambda _: None).record()
 
 
 def test_cli_show_preset_cpu(capsys):
@@ -288,7 +291,7 @@ def test_select_without_a_per_type_count_keeps_whole_groups_that_fit(tmp_path, f
             rows.append(make_row(f"g{g}", vt, q, split="train", context=ctx, reference=f"Do thing {g}."))
     run.synth_file.parent.mkdir(parents=True)
     write_jsonl(run.synth_file, rows)
-    run.stage_select()
+    stage_select(run)
     kept = [json.loads(line) for line in run.train_file.read_text().splitlines()]
     assert [r["id"] for r in kept] == [r["id"] for r in rows if r["group_id"] != "g1"]  # the long group, whole
 
@@ -312,7 +315,7 @@ def test_search_writes_records_as_it_goes_and_resumes(cpu_run):
     assert log["rerun"]["trained"] == ["s2"]
     assert log["rerun"]["evals"] == ["search/eval/s1", "search/eval/s2"]
     assert log["third"] == {"trained": [], "evals": 0}
-    records = Run._read_records(run.search_dir / "search.jsonl")
+    records = read_records(run.search_dir / "search.jsonl")
     assert [r["id"] for r in records] == ["s0", "s1", "s2"]
     for r, setting in zip(records, GRID):
         em, rs = SEARCH_SCORES[r["id"]]
@@ -360,7 +363,7 @@ def test_sft_sees_each_row_once_without_triplets(cpu_run):
 @pytest.mark.slow
 def test_temperature_is_chosen_on_dev_and_installed(cpu_run):
     run, log = cpu_run
-    records = Run._read_records(run.search_dir / "temperature.jsonl")
+    records = read_records(run.search_dir / "temperature.jsonl")
     assert [r["temperature"] for r in records] == TEMPERATURES
     weights = [json.loads(Path(r["weights_file"]).read_text())["weights"]["layers"] for r in records]
     assert weights[0] != weights[2]  # the temperatures give different weights
@@ -383,7 +386,7 @@ def test_search_and_temperature_never_touch_the_test_task(cpu_run):
 
 @pytest.mark.slow
 def test_table_has_paired_comparisons_from_the_compare_module(cpu_run):
-    from consistbench.benchmark.compare_cli import compare, load_side
+    from consistbench.benchmark.compare import compare, load_side
 
     run, log = cpu_run
     doc = log["doc"]

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from consistbench.benchmark.errors import ConsistbenchError
 from consistbench.benchmark.retrieval.base import Hit, Retriever
+from consistbench.benchmark.retrieval.bm25 import BM25Retriever
+from consistbench.benchmark.retrieval.dense import DenseRetriever
+from consistbench.benchmark.retrieval.hybrid import HybridRetriever
 from consistbench.benchmark.retrieval.passages import Corpus, docs_corpus
 
 RETRIEVERS = ("bm25", "dense", "hybrid")
@@ -23,18 +26,12 @@ def make_retriever(name: str, corpus: Corpus | None = None, *, threshold: float 
     """A retriever by name over ``corpus`` (default: the shipped documentation corpus)."""
     corpus = corpus if corpus is not None else docs_corpus()
     if name == "bm25":
-        from consistbench.benchmark.retrieval.bm25 import BM25Retriever
-
         if model:
             raise ConsistbenchError("--model applies to the dense and hybrid retrievers, not bm25")
         return BM25Retriever(corpus, threshold=threshold, index_root=index_root)
     if name == "dense":
-        from consistbench.benchmark.retrieval.dense import DenseRetriever
-
         return DenseRetriever(corpus, threshold=threshold, model=model, index_root=index_root)
     if name == "hybrid":
-        from consistbench.benchmark.retrieval.hybrid import HybridRetriever
-
         return HybridRetriever(corpus, threshold=threshold, model=model, index_root=index_root)
     raise ConsistbenchError(f"unknown retriever {name!r} (expected one of {', '.join(RETRIEVERS)})")
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.fileio import atomic_path
 from consistbench.benchmark.paths import cache_dir
 from consistbench.benchmark.retrieval.passages import Corpus
 
@@ -99,8 +100,6 @@ def cached_index(config: dict, corpus: Corpus, build, load, *, root: Path | None
     ``build(tmp_dir)`` writes the index files into ``tmp_dir``; ``load(dir)`` reads them.
     The manifest is written last, so a directory without one is never trusted.
     """
-    from consistbench.benchmark.fileio import atomic_path
-
     target = index_dir(config, root)
     manifest = read_manifest(target)
     if manifest and manifest.get("corpus_sha256") == corpus.checksum and manifest.get("config") == config:

@@ -5,16 +5,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 from consistbench.benchmark.cli import (add_json_option, add_output_option, add_score_options, add_trust_remote_code,
                                         score_settings)
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.evaluate import EvalOptions, is_samples_file, run_eval
+from consistbench.benchmark.fileio import write_json, write_text
+from consistbench.benchmark.retrieval import RETRIEVERS, make_retriever
+from consistbench.benchmark.retrieval.decompose import chart, decompose, markdown, read_samples, table
+from consistbench.benchmark.retrieval.e2e import build
+from consistbench.benchmark.retrieval.evaluate import data_file, evaluate, result_table, rows_table
+from consistbench.benchmark.retrieval.metrics import RBO_P
+from consistbench.benchmark.retrieval.passages import load_corpus
+from consistbench.benchmark.schema import load_data
 
 DEFAULT_OUT = Path("out") / "retrieval"
 
 
 def _corpus(args):
-    from consistbench.benchmark.retrieval.passages import load_corpus
-
     return load_corpus(args.corpus) if getattr(args, "corpus", None) else None
 
 
@@ -23,13 +33,6 @@ def _threshold(args):
 
 
 def cmd_eval(args) -> int:
-    from rich.console import Console
-
-    from consistbench.benchmark.fileio import write_json
-    from consistbench.benchmark.retrieval import make_retriever
-    from consistbench.benchmark.retrieval.evaluate import data_file, evaluate, result_table, rows_table
-    from consistbench.benchmark.schema import load_data
-
     path = Path(args.data) if args.data else data_file(args.split)
     rows = load_data(path)
     retriever = make_retriever(args.retriever, _corpus(args), threshold=_threshold(args), model=args.encoder)
@@ -50,9 +53,6 @@ def cmd_eval(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from consistbench.benchmark.retrieval import RETRIEVERS
-    from consistbench.benchmark.retrieval.e2e import build
-
     names = [n.strip() for n in args.retrievers.split(",") if n.strip()]
     bad = [n for n in names if n not in RETRIEVERS]
     if bad:
@@ -68,11 +68,6 @@ def cmd_build(args) -> int:
 
 
 def cmd_decompose(args) -> int:
-    from rich.console import Console
-
-    from consistbench.benchmark.fileio import write_json, write_text
-    from consistbench.benchmark.retrieval.decompose import chart, decompose, markdown, read_samples, table
-
     out_dir = Path(args.output)
     suffix = "_mini" if args.subset == "mini" else ""
     gold_task, e2e_task = f"consistency{suffix}", f"consistency_e2e_{args.retriever}{suffix}"
@@ -82,8 +77,6 @@ def cmd_decompose(args) -> int:
             raise ConsistbenchError("give both --gold-samples and --retrieved-samples, or neither to run the model")
         gold_path, retr_path = Path(args.gold_samples), Path(args.retrieved_samples)
     else:
-        from consistbench.benchmark.evaluate import EvalOptions, run_eval
-
         run = run_eval(EvalOptions(model=args.model, model_args=args.model_args, tasks=(gold_task, e2e_task),
                                    output_path=str(out_dir / "runs"), batch_size=args.batch_size,
                                    trust_remote_code=args.trust_remote_code, limit=args.limit,
@@ -108,8 +101,6 @@ def cmd_decompose(args) -> int:
 
 
 def _samples_of(files: list[Path], task: str) -> Path:
-    from consistbench.benchmark.evaluate import is_samples_file
-
     # `consistency` is a prefix of `consistency_e2e_bm25`: match the whole task name
     hits = sorted(f for f in files if is_samples_file(f.name, task))
     if not hits:
@@ -118,16 +109,9 @@ def _samples_of(files: list[Path], task: str) -> Path:
 
 
 def cmd_search(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from consistbench.benchmark.retrieval import make_retriever
-
     retriever = make_retriever(args.retriever, _corpus(args), threshold=_threshold(args), model=args.encoder)
     results = retriever.search(args.queries, args.k)
     if args.json:
-        from consistbench.benchmark.fileio import write_json
-
         write_json(args.json, [{"query": q, "hits": [[h.passage_id, h.score] for h in hits]}
                                for q, hits in zip(args.queries, results)])
         print(f"wrote {args.json}")
@@ -145,8 +129,6 @@ def cmd_search(args) -> int:
 
 
 def _common(p: argparse.ArgumentParser, *, retriever_default: str | None = "bm25") -> None:
-    from consistbench.benchmark.retrieval import RETRIEVERS
-
     p.add_argument("--retriever", default=retriever_default, choices=RETRIEVERS)
     p.add_argument("--encoder", default=None,
                    help="sentence-transformers model name or folder for dense/hybrid (default: embedded all-MiniLM-L6-v2)")
@@ -157,8 +139,6 @@ def _common(p: argparse.ArgumentParser, *, retriever_default: str | None = "bm25
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from consistbench.benchmark.retrieval.metrics import RBO_P
-
     group = sub.add_parser("retrieval", help="retrievers, retrieval consistency, end-to-end tasks, decomposition")
     rsub = group.add_subparsers(dest="retrieval_command", required=True, metavar="ACTION")
 

@@ -24,8 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from rich.table import Table
 
+from consistbench.benchmark import metrics as M
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.fileio import atomic_path, read_jsonl
+from consistbench.benchmark.metrics import Scored, pair_by_group
+from consistbench.benchmark.retrieval.metrics import jaccard
 from consistbench.benchmark.variants import VARIANT_TYPES
 
 CELLS = ("retrieval_only", "both", "generator_only")
@@ -33,8 +38,6 @@ CELLS = ("retrieval_only", "both", "generator_only")
 
 def read_samples(path: str | Path) -> dict[str, dict]:
     """Doc id -> {group_id, variant_type, response, reference, retrieved_ids} from an lm-eval samples JSONL."""
-    from consistbench.benchmark.fileio import read_jsonl
-
     out = {}
     for obj in read_jsonl(path):
         doc = obj.get("doc")
@@ -52,8 +55,6 @@ def read_samples(path: str | Path) -> dict[str, dict]:
 
 def _pairs(samples: dict[str, dict]):
     """(variant id, variant_type, original doc, variant doc) for every pair, via benchmark.metrics pairing."""
-    from consistbench.benchmark.metrics import Scored, pair_by_group
-
     # pair_by_group returns responses only; ask it for ids by passing the id as the response
     scored = [Scored(i, s["group_id"], s["variant_type"], i) for i, s in samples.items()]
     return [(p.variant, p.variant_type, samples[p.original], samples[p.variant]) for p in pair_by_group(scored)]
@@ -61,8 +62,6 @@ def _pairs(samples: dict[str, dict]):
 
 def decompose(gold: dict[str, dict], retrieved: dict[str, dict], settings=None, by: str = "rs") -> dict:
     """``settings``: the :class:`~consistbench.benchmark.metrics.ScoreSettings` (RS threshold, BERTScore)."""
-    from consistbench.benchmark import metrics as M
-
     settings = settings or M.ScoreSettings()
     rs_threshold, compute_bs = settings.rs_threshold, settings.compute_bs
 
@@ -110,14 +109,10 @@ def decompose(gold: dict[str, dict], retrieved: dict[str, dict], settings=None, 
 
 
 def _jaccard(a, b) -> float:
-    from consistbench.benchmark.retrieval.metrics import jaccard
-
     return jaccard(a, b)
 
 
 def _accuracy(samples: dict[str, dict]) -> float:
-    from consistbench.benchmark import metrics as M
-
     vals = M.rouge_l_many((s["response"], s["reference"]) for s in samples.values())
     return float(vals.mean()) if len(vals) else float("nan")
 
@@ -146,8 +141,6 @@ def _fmt(v) -> str:
 
 
 def table(report: dict, title: str = "decomposition"):
-    from rich.table import Table
-
     by = report["by"]
     t = Table(title=title)
     for col in ("subset", "pairs", "em gold", "em retr", "rs gold", "rs retr", "bs gold", "bs retr",
@@ -183,8 +176,6 @@ def chart(report: dict, path: str | Path, title: str = "decomposition") -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from consistbench.benchmark.fileio import atomic_path
 
     labels = list(report["summary"])
     s = report["summary"]

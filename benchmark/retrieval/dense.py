@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from consistbench.benchmark.embedded import sentence_encoder
 from consistbench.benchmark.retrieval.base import Hit, Retriever, cached_index
 from consistbench.benchmark.retrieval.passages import Corpus
 
@@ -42,8 +43,6 @@ class DenseRetriever(Retriever):
                 "similarity": "cosine (dot product of normalised embeddings)"}
 
     def encode(self, texts: list[str], batch_size: int | None = None, progress: bool = False) -> np.ndarray:
-        from consistbench.benchmark.embedded import sentence_encoder
-
         enc = sentence_encoder(self.model)
         return np.asarray(enc.encode(texts, batch_size=batch_size or self.batch_size, normalize_embeddings=True,
                                      convert_to_numpy=True, show_progress_bar=progress), dtype=np.float32)

@@ -27,8 +27,13 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from rich.progress import Progress
+
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.fileio import atomic_path
 from consistbench.benchmark.paths import DATA_DIR
+from consistbench.benchmark.retrieval import docs_corpus, make_retriever
+from consistbench.benchmark.schema import data_checksum, load_data
 
 RETRIEVAL_DIR = DATA_DIR / "retrieval"
 MANIFEST = "manifest.json"
@@ -58,12 +63,6 @@ def build(retrievers: Sequence[str] = ("bm25", "dense", "hybrid"), k: int = DEFA
           threshold: float | None = None, model: str | None = None, batch_size: int = 256,
           corpus=None, index_root=None) -> dict:
     """Retrieve for every row of the test split with each retriever; write the files atomically."""
-    from rich.progress import Progress
-
-    from consistbench.benchmark.fileio import atomic_path
-    from consistbench.benchmark.retrieval import docs_corpus, make_retriever
-    from consistbench.benchmark.schema import data_checksum, load_data
-
     out_dir = Path(out_dir) if out_dir else RETRIEVAL_DIR
     data_path = Path(data_path) if data_path else DATA_DIR / "test.jsonl"
     rows = load_data(data_path)

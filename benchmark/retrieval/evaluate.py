@@ -12,8 +12,13 @@ import math
 import time
 from pathlib import Path
 
+from rich.progress import Progress
+from rich.table import Table
+
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.paths import DATA_DIR
 from consistbench.benchmark.retrieval.metrics import RBO_P, pair_results, summarise
+from consistbench.benchmark.schema import data_checksum
 
 SPLITS = ("train", "dev", "test")
 ORDER = ("overall", "how_to", "plural_article", "paraphrase")
@@ -25,8 +30,6 @@ def _subsets(summary: dict):
 
 
 def data_file(split: str) -> Path:
-    from consistbench.benchmark.retrieval.e2e import DATA_DIR
-
     if split not in SPLITS:
         raise ConsistbenchError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
     return DATA_DIR / f"{split}.jsonl"
@@ -34,8 +37,6 @@ def data_file(split: str) -> Path:
 
 def retrieve_all(retriever, questions: list[str], k: int, batch_size: int = 256, label: str = "retrieving"):
     """Search every question in batches behind a progress bar; return the hit lists and seconds spent."""
-    from rich.progress import Progress
-
     out = []
     seconds = 0.0
     with Progress(transient=True) as bar:
@@ -50,8 +51,6 @@ def retrieve_all(retriever, questions: list[str], k: int, batch_size: int = 256,
 
 
 def evaluate(retriever, rows, k: int, rbo_p: float = RBO_P, data_path: str | None = None) -> dict:
-    from consistbench.benchmark.schema import data_checksum
-
     if k < 1:
         raise ConsistbenchError(f"--k must be at least 1, got {k}")
     hits, seconds = retrieve_all(retriever, [r.question for r in rows], k, label=f"retrieving ({retriever.name})")
@@ -71,8 +70,6 @@ def _fmt(v) -> str:
 
 def result_table(result: dict, title: str | None = None):
     """One row per subset: pair metrics, then row-level recall@k of originals and variants."""
-    from rich.table import Table
-
     k = result["k"]
     table = Table(title=title or f"retrieval consistency: {result['retriever']['retriever']}, k={k}")
     for col in ("subset", "pairs", f"jaccard@{k}", f"rbo(p={result['rbo_p']})", f"recall@{k} orig",
@@ -85,8 +82,6 @@ def result_table(result: dict, title: str | None = None):
 
 
 def rows_table(result: dict):
-    from rich.table import Table
-
     k = result["k"]
     table = Table(title=f"gold passage per row type ({result['retriever']['retriever']}, k={k})")
     for col in ("rows of", "rows", f"recall@{k}", f"MRR@{k}", "mean hits"):

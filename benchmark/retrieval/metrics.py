@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.metrics import Scored, pair_by_group
 from consistbench.benchmark.variants import ALL_TYPES, VARIANT_TYPES
 
 RBO_P = 0.8
@@ -96,8 +97,6 @@ class PairResult:
 def pair_results(rows: Sequence, retrieved: Mapping[str, Sequence[str]], p: float = RBO_P) -> list[PairResult]:
     """Score every (original, variant) pair of ``rows`` (schema rows or dicts with id, group_id,
     variant_type, passage_id); ``retrieved`` maps a row id to its ranked passage ids."""
-    from consistbench.benchmark.metrics import Scored, pair_by_group
-
     def get(row, name):
         return row[name] if isinstance(row, Mapping) else getattr(row, name)
 

@@ -15,7 +15,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.progress import Progress
+
+from consistbench.benchmark import corpus
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.fileio import read_jsonl, write_jsonl
 from consistbench.benchmark.paths import cache_dir
 
 
@@ -68,8 +72,6 @@ class Corpus:
 
 
 def _parser_key() -> str:
-    from consistbench.benchmark import corpus
-
     source = Path(corpus.__file__).read_bytes()
     return f"{corpus.installed_version() or 'unknown'}-{hashlib.sha256(source).hexdigest()[:12]}"
 
@@ -77,16 +79,11 @@ def _parser_key() -> str:
 @functools.lru_cache(maxsize=1)
 def docs_corpus() -> Corpus:
     """The shipped passage corpus (parsed once, then read from the cache in well under a second)."""
-    from consistbench.benchmark import corpus
-    from consistbench.benchmark.fileio import read_jsonl, write_jsonl
-
     html = corpus.html_dir()
     if not html.is_dir():
         raise ConsistbenchError(f"{html}: documentation not found; run `consistbench data fetch` first")
     path = cache_dir() / "retrieval" / f"passages-{_parser_key()}.jsonl"
     if not path.is_file():
-        from rich.progress import Progress
-
         recs = []
         with Progress(transient=True) as bar:
             task = bar.add_task("parsing the documentation into passages", total=None)
@@ -101,7 +98,6 @@ def load_corpus(path: str | Path | None = None) -> Corpus:
     """A JSONL of ``{"passage_id", "text"}`` objects, or the shipped corpus when ``path`` is None."""
     if path is None:
         return docs_corpus()
-    from consistbench.benchmark.fileio import read_jsonl
 
     recs = read_jsonl(path)
     for rec in recs:

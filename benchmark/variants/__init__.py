@@ -16,6 +16,8 @@ Beyond the paper, the robust families (the ``consistency_robust`` tasks), report
 - :mod:`consistbench.benchmark.variants.template`: the same question and passage under another prompt template.
 
 :mod:`consistbench.benchmark.variants.spans` finds the code tokens the noise generators never touch.
+:mod:`consistbench.benchmark.variants.english` loads the spaCy English pipeline that ``plural_article``
+and the WordNet paraphraser share.
 """
 
 VARIANT_TYPES = ("how_to", "plural_article", "paraphrase")  # the paper's linguistic types

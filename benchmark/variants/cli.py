@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from rich.progress import Progress
+
 from consistbench.benchmark.cli import add_output_option, add_trust_remote_code
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.fileio import read_jsonl, strip_line_numbers, write_jsonl
+from consistbench.benchmark.schema import group_id_for, row_id_for
+from consistbench.benchmark.variants.generate import generate_variants
+from consistbench.benchmark.variants.paraphrase import make_paraphraser
 
 
 def cmd_variants(args) -> int:
-    from rich.progress import Progress
-
-    from consistbench.benchmark.fileio import read_jsonl, strip_line_numbers, write_jsonl
-    from consistbench.benchmark.schema import group_id_for, row_id_for
-    from consistbench.benchmark.variants.generate import generate_variants
-    from consistbench.benchmark.variants.paraphrase import make_paraphraser
-
     types = [t.strip() for t in args.types.split(",") if t.strip()]
     raw = read_jsonl(args.input)
     if not raw:

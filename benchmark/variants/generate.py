@@ -14,13 +14,16 @@ same, and the generator record carries the edits or transforms.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from consistbench.benchmark.audit_rules import PARAPHRASE_MIN_COSINE, check_variant
+from consistbench.benchmark.embedded import encode
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.noise_rules import check_surface, check_typo
 from consistbench.benchmark.text import normalise_question
-from consistbench.benchmark.variants import NOISE_TYPES, VARIANT_TYPES, how_to, plural_article
+from consistbench.benchmark.variants import NOISE_TYPES, VARIANT_TYPES, how_to, plural_article, surface, typo
 from consistbench.benchmark.variants.paraphrase import Paraphraser
 
 # The meaning-kept threshold for generated variants of every type (same as the audit's).
@@ -39,22 +42,17 @@ class Variant:
 def _rule_candidates(kind: str, question: str, seed: int) -> list[str]:
     module = how_to if kind == "how_to" else plural_article
     pool = module.candidates(question)
-    import random
 
     random.Random(f"{seed}|{kind}|{question}").shuffle(pool)
     return pool
 
 
 def _noise_candidates(kind: str, question: str, seed: int, n: int) -> list[tuple[str, dict]]:
-    from consistbench.benchmark.variants import surface, typo
-
     module = typo if kind == "typo" else surface
     return [(c.question, c.generator()) for c in module.candidates(question, seed, n)]
 
 
 def _noise_ok(kind: str, original: str, variant: str) -> bool:
-    from consistbench.benchmark.noise_rules import check_surface, check_typo
-
     return not (check_typo if kind == "typo" else check_surface)(original, variant)
 
 
@@ -86,7 +84,6 @@ def generate_variants(questions: Sequence[str], types: Sequence[str] = VARIANT_T
         if progress:
             progress(kind, len(questions))
     # Score meaning preservation for every distinct (original, candidate) in one encoder pass.
-    from consistbench.benchmark.embedded import encode
 
     flat = sorted({(questions[i], c) for (i, _), cands in proposals.items() for c in cands if c and c.strip()})
     texts = sorted({t for pair in flat for t in pair})

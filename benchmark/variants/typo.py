@@ -26,6 +26,9 @@ import hashlib
 import random
 from dataclasses import dataclass
 
+import numpy as np
+
+from consistbench.benchmark.noise_rules import check_typo, edit_distance
 from consistbench.benchmark.variants.spans import plain_words
 
 ACTIONS = ("keyboard", "swap", "drop", "duplicate")
@@ -65,8 +68,6 @@ def _int_seed(*parts) -> int:
 @contextlib.contextmanager
 def _seeded(seed: int):
     """Seed the global ``random`` and numpy streams nlpaug draws from; restore them afterwards."""
-    import numpy as np
-
     py_state, np_state = random.getstate(), np.random.get_state()
     random.seed(seed)
     np.random.seed(seed)
@@ -103,8 +104,6 @@ def edit_word(word: str, action: str, seed: int) -> str:
 
 
 def _one_edit_apart(word: str, typo: str) -> bool:
-    from consistbench.benchmark.noise_rules import edit_distance
-
     return typo != word and typo.isascii() and typo.isalpha() and edit_distance(word, typo) == 1
 
 
@@ -118,8 +117,6 @@ def apply_edits(question: str, edits) -> str:
 
 def typo_variant(question: str, seed: int = 0) -> Typo | None:
     """One typo variant of ``question`` for ``seed``, or None when no plain word can take an edit."""
-    from consistbench.benchmark.noise_rules import check_typo
-
     rng = random.Random(_int_seed("typo", seed, question))
     words = plain_words(question)
     if not words:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from consistbench.benchmark import __version__
 from consistbench.reference_method.merge.config import MergeConfig
+from consistbench.reference_method.merge.consistency import group_weights
 
 NON_LAYER_TEXT = {
     "measured": "embeddings: the `embed` row (measured on the embeddings' output); final norm and lm_head: "
@@ -19,8 +21,6 @@ def _fmt(x: float) -> str:
 
 
 def render_card(config: MergeConfig, params, plan, summary: dict) -> str:
-    from consistbench.benchmark import __version__
-
     spec = config.method_spec()
     lines = ["---", "library_name: transformers", "tags:", "- merge", "- consistbench", f"- {spec.name}"]
     if config.base:
@@ -49,8 +49,6 @@ def render_card(config: MergeConfig, params, plan, summary: dict) -> str:
 
 
 def _consistency_section(config, params, plan) -> list[str]:
-    from consistbench.reference_method.merge.consistency import group_weights
-
     gw = group_weights(config, params, plan.num_layers)
     doc = gw["doc"]
     o = doc["options"]

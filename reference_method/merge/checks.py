@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method import doctor
 from consistbench.reference_method.merge.io import LazyModel
 
 STRUCTURE_KEYS = ("model_type", "architectures", "hidden_size", "intermediate_size", "num_hidden_layers",
@@ -135,17 +136,9 @@ def doctor_hook(ref: LazyModel, others: list[LazyModel]) -> None:
     been trained with the same tokenizer set-up: a fine-tune whose doctor findings differ from
     the base's (say its pad token was fixed with ``consistbench doctor --fix`` and the base's
     was not) is an error. Inputs whose tokenizer and generation files are byte-identical to the
-    base's are skipped (same findings by construction), so the usual case costs nothing. Does
-    nothing if ``consistbench.reference_method.doctor`` is absent.
+    base's are skipped (same findings by construction), so the usual case costs nothing.
     """
-    try:
-        from consistbench.reference_method import doctor
-    except ModuleNotFoundError as exc:
-        if exc.name == "consistbench.reference_method.doctor":
-            return
-        raise
-    files = tuple(f for f in getattr(doctor, "TOKENIZER_FILES", ("tokenizer.json", "tokenizer_config.json"))
-                  if f != "generation_config.json")
+    files = tuple(f for f in doctor.TOKENIZER_FILES if f != "generation_config.json")
     differing = [o for o in others if not _same_files(ref.path, o.path, files)]
     if not differing:
         return

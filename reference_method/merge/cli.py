@@ -6,11 +6,12 @@ import argparse
 
 from consistbench.benchmark.cli import add_output_option
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method.merge.catalog import registered_methods
+from consistbench.reference_method.merge.config import MergeConfig
+from consistbench.reference_method.merge.engine import export_mergekit, merge
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from consistbench.reference_method.merge import MergeConfig, export_mergekit, merge, registered_methods
-
     if args.list_methods:
         for name, spec in registered_methods().items():
             extra = "" if spec.mergekit else " (no mergekit export)"

@@ -22,20 +22,13 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.errors import ConsistbenchError, validation_message
+from consistbench.reference_method.merge.catalog import get_method, path_parameters
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
-
-
-def validation_message(exc: ValidationError, where: str) -> str:
-    """One line naming the first bad field of a pydantic error."""
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
-    value = err.get("input")
-    shown = f" (got {value!r})" if not isinstance(value, (dict, list)) and value is not None else ""
-    return f"{where}: {loc}: {err.get('msg')}{shown}"
 
 
 class StrictModel(BaseModel):
@@ -103,8 +96,6 @@ class MergeConfig(StrictModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> MergeConfig:
-        import yaml
-
         path = Path(path)
         if not path.is_file():
             raise ConsistbenchError(f"{path}: no such merge config")
@@ -115,7 +106,7 @@ class MergeConfig(StrictModel):
         return cls.from_dict(data, where=str(path), relative_to=path.resolve().parent)
 
     def resolved(self, relative_to: str | Path) -> MergeConfig:
-        """A copy with every path (base, models, path-valued parameters) made absolute."""
+        """A copy with every path (base, models, the method's path parameters) made absolute."""
         root = Path(relative_to)
 
         def absolute(p: str) -> str:
@@ -127,14 +118,12 @@ class MergeConfig(StrictModel):
             data["base"] = absolute(data["base"])
         for m in data["models"]:
             m["path"] = absolute(m["path"])
-        for key in PATH_PARAMETERS:
+        for key in path_parameters(self.method):
             if isinstance(data["parameters"].get(key), str):
                 data["parameters"][key] = absolute(data["parameters"][key])
         return type(self).model_validate(data)
 
     def to_yaml(self) -> str:
-        import yaml
-
         return yaml.safe_dump(self.model_dump(exclude_none=True), sort_keys=False)
 
     # -- views ---------------------------------------------------------------------------------
@@ -145,8 +134,6 @@ class MergeConfig(StrictModel):
 
     def method_spec(self):
         """The registered method (ConsistbenchError naming the known ones if unknown)."""
-        from consistbench.reference_method.merge.catalog import get_method
-
         return get_method(self.method)
 
     def method_params(self):
@@ -157,9 +144,6 @@ class MergeConfig(StrictModel):
         except ValidationError as exc:
             raise ConsistbenchError(validation_message(exc, f"parameters of method {self.method!r}")) from None
 
-
-# Parameters holding a path, resolved like model paths.
-PATH_PARAMETERS = ("weights_file",)
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,

@@ -3,7 +3,8 @@
     theta^l = theta_base^l + sum_k w_k^l * delta_k^l,     delta_k^l = theta_k^l - theta_base^l
 
 with ``w_k^l`` from a weights file written by ``consistbench ref weights``
-(:mod:`consistbench.reference_method.consistency_weights`). Which weights a tensor gets:
+(:mod:`consistbench.reference_method.consistency_weights`; the file format:
+:mod:`consistbench.reference_method.weights_file`). Which weights a tensor gets:
 
 - a tensor of decoder block l (``model.layers.<l>.*`` for Llama, ``transformer.h.<l>.*`` for
   GPT-2 / Falcon / BLOOM, ...: :mod:`consistbench.reference_method.merge.layout` reads the
@@ -38,6 +39,7 @@ from consistbench.benchmark.errors import ConsistbenchError
 import consistbench.reference_method.merge.ops as ops
 from consistbench.reference_method.merge.methods import mergekit_doc
 from consistbench.reference_method.merge.registry import MethodParams, TensorInputs, merge_method
+from consistbench.reference_method.weights_file import load_weights
 
 
 class ConsistencyParams(MethodParams):
@@ -53,8 +55,6 @@ class ConsistencyParams(MethodParams):
 
 def group_weights(config, params: ConsistencyParams, num_layers: int | None = None) -> dict:
     """``{"embed": [K], "layers": [[K] per layer], "final": [K]}`` in the config's model order."""
-    from consistbench.reference_method.consistency_weights import load_weights
-
     doc = load_weights(params.weights_file)
     where = params.weights_file
     doc_models = doc["models"]
@@ -121,6 +121,7 @@ def _mk_consistency(config, p: ConsistencyParams, plan):
 
 
 @merge_method("consistency", params=ConsistencyParams, weights=_weights, mergekit=_mk_consistency,
+              path_params=("weights_file",),
               elementwise=lambda p: p.sparsify != "ties" or p.density >= 1,
               random=lambda p: p.sparsify == "dare" and p.density < 1)
 def consistency(t: TensorInputs, p: ConsistencyParams):

@@ -23,17 +23,23 @@ model card ``README.md``.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.fileio import atomic_path, write_text
+from consistbench.reference_method.merge.card import write_card
 from consistbench.reference_method.merge.config import MergeConfig
 from consistbench.reference_method.merge.io import FLOAT_DTYPES, StreamingWriter, torch_dtype
 from consistbench.reference_method.merge.ops import RNG_BLOCK, tensor_seed
 from consistbench.reference_method.merge.plan import build_plan
+from consistbench.reference_method.merge.registry import TensorInputs
 
 # Files copied from the base (config and tokenizer); weights, READMEs and training state are not.
 COPY_FROM_BASE = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -54,10 +60,6 @@ def merge(config: MergeConfig, out_dir: str | Path, *, log: Callable[[str], None
     folder is left.
     """
     import torch
-
-    from consistbench.benchmark.fileio import atomic_path
-    from consistbench.reference_method.merge.card import write_card
-    from consistbench.reference_method.merge.registry import TensorInputs
 
     log = log or (lambda _m: None)
     t0 = time.perf_counter()
@@ -179,8 +181,6 @@ def _part(t, span: tuple[int, int] | None, dtype):
 
 
 def _copy_base_files(src: Path, dst: Path, dtype: str) -> None:
-    import json
-
     for fname in COPY_FROM_BASE:
         if (src / fname).is_file():
             shutil.copyfile(src / fname, dst / fname)
@@ -200,8 +200,6 @@ def export_mergekit(config: MergeConfig, path: str | Path | None = None) -> dict
     dare_linear and sparsified consistency export mergekit's nearest method (docs/MERGING.md
     lists the differences). ConsistbenchError for a method mergekit does not have.
     """
-    import yaml
-
     spec = config.method_spec()
     params = config.method_params()
     if spec.mergekit is None:
@@ -212,8 +210,6 @@ def export_mergekit(config: MergeConfig, path: str | Path | None = None) -> dict
     finally:
         plan.close()
     if path is not None:
-        from consistbench.benchmark.fileio import write_text
-
         exact = spec.name in ("linear", "task_arithmetic") or (spec.name == "consistency" and params.sparsify == "none")
         header = (f"# mergekit configuration exported by `consistbench merge --export-mergekit` ({spec.name}).\n"
                   + ("# Same formula as consistbench's merge.\n" if exact else

@@ -21,6 +21,7 @@ mergekit's versions of these methods differ.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Literal
 
 from pydantic import Field
@@ -56,8 +57,6 @@ class DareTiesParams(DareParams):
 def out_dtype_name(config, plan) -> str:
     if config.dtype != "auto":
         return config.dtype
-    from collections import Counter
-
     names = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float32"}
     counts = Counter(t.dtype for t in plan.reference.tensors.values() if t.dtype in names)
     return names[counts.most_common(1)[0][0]] if counts else "float32"

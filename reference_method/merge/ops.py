@@ -16,11 +16,11 @@ import hashlib
 import warnings
 from types import ModuleType
 
+from consistbench.benchmark.compat import peft_merge_utils
+
 
 def merge_utils() -> ModuleType:
     """The ``peft.utils.merge_utils`` module (:func:`consistbench.benchmark.compat.peft_merge_utils`)."""
-    from consistbench.benchmark.compat import peft_merge_utils
-
     return peft_merge_utils()
 
 

@@ -16,6 +16,10 @@ method never sees more than one tensor name at a time. A ``random`` method runs 
 RNG seeded from ``t.seed``; if it is also elementwise its slices are the fixed blocks of
 ``ops.RNG_BLOCK`` elements, each with its own seed, so its masks never depend on how the engine
 slices. A method that is elementwise and not random must be deterministic.
+
+A parameter holding a file path (such as ``consistency``'s ``weights_file``) is declared with
+``path_params=("weights_file",)``: a merge config resolves it against the config's folder, like
+the model paths.
 """
 
 from __future__ import annotations
@@ -29,9 +33,6 @@ from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
-    from consistbench.reference_method.merge.config import MergeConfig
-    from consistbench.reference_method.merge.plan import MergePlan
 
 
 class MethodParams(BaseModel):
@@ -71,10 +72,14 @@ class MergeMethod:
     elementwise: bool | Callable[[Any], bool] = True
     # True if the method draws random numbers (torch's global RNG, seeded per tensor or block).
     random: bool | Callable[[Any], bool] = False
-    # Per-tensor, per-model weights; default: each model's `weight` from the config.
-    weights: Callable[[MergeConfig, Any, MergePlan], WeightsFn] | None = None
-    # Build the mergekit YAML mapping for this config, or None if mergekit has no such method.
-    mergekit: Callable[[MergeConfig, Any, MergePlan], dict] | None = None
+    # Per-tensor, per-model weights, from (MergeConfig, params, MergePlan); default: each model's
+    # `weight` from the config.
+    weights: Callable[[Any, Any, Any], WeightsFn] | None = None
+    # Build the mergekit YAML mapping from (MergeConfig, params, MergePlan), or None if mergekit has
+    # no such method.
+    mergekit: Callable[[Any, Any, Any], dict] | None = None
+    # Parameters holding a path: resolved against the config's folder like the model paths.
+    path_params: tuple[str, ...] = ()
     summary: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -85,21 +90,23 @@ class MergeMethod:
         return self.random(params) if callable(self.random) else bool(self.random)
 
 
-_REGISTRY: dict[str, MergeMethod] = {}
+# Every registered method by name, filled by :func:`merge_method`. Read it through
+# :mod:`~consistbench.reference_method.merge.catalog`, which first registers the built-in methods.
+REGISTRY: dict[str, MergeMethod] = {}
 
 
 def merge_method(name: str, *, params: type[MethodParams] = MethodParams, needs_base: bool = True,
                  elementwise: bool | Callable[[Any], bool] = True, random: bool | Callable[[Any], bool] = False,
-                 weights=None, mergekit=None):
+                 weights=None, mergekit=None, path_params: tuple[str, ...] = ()):
     """Register the decorated function as merge method ``name`` (see the module docstring)."""
 
     def decorate(fn):
-        if name in _REGISTRY and _REGISTRY[name].fn is not fn:
+        if name in REGISTRY and REGISTRY[name].fn is not fn:
             raise ValueError(f"merge method {name!r} is already registered")
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        _REGISTRY[name] = MergeMethod(name=name, fn=fn, params=params, needs_base=needs_base,
-                                      elementwise=elementwise, random=random, weights=weights, mergekit=mergekit,
-                                      summary=summary)
+        REGISTRY[name] = MergeMethod(name=name, fn=fn, params=params, needs_base=needs_base,
+                                     elementwise=elementwise, random=random, weights=weights, mergekit=mergekit,
+                                     path_params=tuple(path_params), summary=summary)
         return fn
 
     return decorate

@@ -9,24 +9,24 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
+from rich.console import Console
+from rich.table import Table
+
 from consistbench.benchmark.cli import add_dataclass_command, add_output_option, add_trust_remote_code
+from consistbench.benchmark.embedded import convert_smollm2
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method.preference.data import PrefConfig, build_file
+from consistbench.reference_method.preference.train import train_preference
+from consistbench.reference_method.synth import default_train_file
 
 
 def _default_model(path: str | None) -> str:
     if path:
         return path
-    from consistbench.benchmark.embedded import convert_smollm2
-
     return str(convert_smollm2())
 
 
 def cmd_prefs(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from consistbench.reference_method.preference.data import PrefConfig, build_file
-    from consistbench.reference_method.synth import default_train_file
-
     cfg = PrefConfig(n_samples=args.n_samples, temperature=args.temperature, top_p=args.top_p,
                      max_new_tokens=args.max_new_tokens, consistency_weight=args.consistency_weight,
                      min_margin=args.min_margin, batch_size=args.batch_size, seed=args.seed)
@@ -83,9 +83,6 @@ def mrpo_dataclasses() -> tuple:
 
 
 def _train(args, parsed, method: str) -> int:
-    from consistbench.benchmark.errors import ConsistbenchError
-    from consistbench.reference_method.preference.train import train_preference
-
     script, config = parsed
     refs = getattr(script, "reference", [])
     if method == "mrpo" and not refs:

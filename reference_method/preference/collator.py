@@ -18,13 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from consistbench.reference_method.collator import encode_row
+
 COMPLETIONS = ("chosen", "rejected", "source")
 
 
 def encode_completion(tokenizer, context: str, question: str, answer: str) -> tuple[list[int], list[int]]:
     """(prompt ids, completion ids) for one answer; completion = template prefix + answer + eos id."""
-    from consistbench.reference_method.collator import encode_row
-
     enc = encode_row(tokenizer, context, question, answer)
     cut = enc["prompt_length"]
     return enc["input_ids"][:cut], enc["input_ids"][cut:]

@@ -38,7 +38,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from consistbench.benchmark.errors import ConsistbenchError
-from consistbench.benchmark.prompting import MAX_GEN_TOKS, STOP_SEQUENCES
+from consistbench.benchmark.fileio import read_jsonl, strip_line_numbers, write_json, write_jsonl
+from consistbench.benchmark.metrics import rouge_l
+from consistbench.benchmark.prompting import MAX_GEN_TOKS, STOP_SEQUENCES, prompt_text
+from consistbench.benchmark.schema import load_data
+from consistbench.reference_method import doctor
+from consistbench.reference_method.collator import render_prompt
+from consistbench.reference_method.synth import default_holdout_files, load_holdout, outside_holdout
 
 SCORE_DEFINITION = ("score = (1 - consistency_weight) * ROUGE-L_F1(answer, reference) + consistency_weight * "
                     "ROUGE-L_F1(answer, greedy answer of the same model to the group's original question); "
@@ -132,9 +138,6 @@ def generate_answers(model_dir: str | Path, queries: Sequence[tuple[str, str]], 
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, StoppingCriteriaList
 
-    from consistbench.reference_method import doctor
-    from consistbench.reference_method.collator import render_prompt
-
     tok = doctor.load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:
         raise ConsistbenchError(f"{model_dir}: the tokenizer has no pad token (run `consistbench doctor --fix`)")
@@ -175,8 +178,6 @@ def generate_answers(model_dir: str | Path, queries: Sequence[tuple[str, str]], 
 
 def score_candidates(candidates: Sequence[str], reference: str, anchor: str, lam: float) -> list[dict]:
     """Score and its two parts for each candidate (see the module docstring)."""
-    from consistbench.benchmark.metrics import rouge_l
-
     out = []
     for y in candidates:
         acc, cons = rouge_l(y, reference), rouge_l(y, anchor)
@@ -195,13 +196,10 @@ def _unique(texts: Sequence[str]) -> list[str]:
 
 def select_rows(rows: Sequence, *, limit: int | None, seed: int, holdout: tuple[set[str], set[str]]) -> tuple[list, int]:
     """Train rows of complete groups, held-out passages refused, a seeded sample of ``limit`` groups."""
-    from consistbench.reference_method.synth import _norm_text
-
     for r in rows:
         if r.split != "train":
             raise ConsistbenchError(f"{r.id}: split {r.split!r}; preference data is made from the train split only")
-    hold_ids, hold_texts = holdout
-    kept = [r for r in rows if r.passage_id not in hold_ids and _norm_text(r.context) not in hold_texts]
+    kept = outside_holdout(rows, holdout)
     refused = len(rows) - len(kept)
     groups = sorted({r.group_id for r in kept if r.variant_type == "original"})
     if limit is not None and limit < len(groups):
@@ -218,8 +216,6 @@ def build_preferences(rows: Sequence, target: str | Path, sources: Sequence[str 
                       trust_remote_code: bool = False, log: Callable[[str], None] = print
                       ) -> tuple[list[dict], PrefStats]:
     """Preference rows (module docstring) for schema rows ``rows`` (already filtered)."""
-    from consistbench.benchmark.prompting import prompt_text
-
     if not sources:
         raise ConsistbenchError("at least one source model is needed (--source DIR)")
     stats = PrefStats(queries=len(rows))
@@ -285,9 +281,6 @@ def build_file(data: str | Path, output: str | Path, target: str | Path, sources
                trust_remote_code: bool = False, log: Callable[[str], None] = print) -> PrefStats:
     """Read ``data`` (benchmark schema, train split), build preferences, write ``output`` and
     ``<output>.meta.json`` atomically."""
-    from consistbench.benchmark.fileio import write_json, write_jsonl
-    from consistbench.benchmark.schema import load_data
-    from consistbench.reference_method.synth import default_holdout_files, load_holdout
     from consistbench.reference_method.train import check_architecture, file_sha256
 
     output = Path(output)
@@ -310,8 +303,6 @@ def build_file(data: str | Path, output: str | Path, target: str | Path, sources
 
 def load_preferences(path: str | Path, *, columns: Sequence[str] = PREFERENCE_COLUMNS) -> list[dict]:
     """Rows of a preference file; a ConsistbenchError names an empty file or a missing column."""
-    from consistbench.benchmark.fileio import read_jsonl, strip_line_numbers
-
     path = Path(path)
     if not path.is_file():
         raise ConsistbenchError(f"{path}: no such preference file")

@@ -16,7 +16,9 @@ from pathlib import Path
 import torch
 from trl import DPOTrainer
 
-from consistbench.benchmark.compat import check_trl_hooks
+from consistbench.benchmark.compat import check_trl_hooks, trl_add_fused_lm_head as add_fused_lm_head
+from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method.preference.collator import PreferenceCollator, completion_logps
 
 check_trl_hooks(DPOTrainer)  # the private hooks overridden below exist in this trl
 
@@ -119,10 +121,6 @@ def precompute_reference_logps(columns: dict[str, list], references: Sequence[st
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM
-    from consistbench.benchmark.compat import trl_add_fused_lm_head as add_fused_lm_head
-
-    from consistbench.benchmark.errors import ConsistbenchError
-    from consistbench.reference_method.preference.collator import PreferenceCollator, completion_logps
 
     n = len(columns["prompt_ids"])
     examples = [{"prompt_ids": columns["prompt_ids"][i], "chosen_ids": columns["chosen_ids"][i],
@@ -176,8 +174,6 @@ class MRPOTrainer(DPOTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         import torch.nn.functional as F
-
-        from consistbench.reference_method.preference.collator import completion_logps
 
         inputs = dict(inputs)
         args = self.args

@@ -26,6 +26,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.reference_method import doctor
+from consistbench.reference_method.collator import CompletionCollator, encode_row
+from consistbench.reference_method.preference.collator import PreferenceCollator, tokenize_rows
+from consistbench.reference_method.preference.data import PREFERENCE_COLUMNS, WRPO_COLUMNS, load_preferences
 from consistbench.reference_method.save import CARD_NAME, library_versions, save_trained_model
 
 CITATIONS = {
@@ -38,7 +42,6 @@ CITATIONS = {
 
 def check_model(model_dir: str | Path, config, *, log: Callable[[str], None] = print) -> list:
     """Architecture and doctor checks of the policy; the doctor's findings."""
-    from consistbench.reference_method import doctor
     from consistbench.reference_method.train import check_architecture
 
     check_architecture(model_dir, trust_remote_code=config.trust_remote_code)
@@ -53,7 +56,6 @@ def check_model(model_dir: str | Path, config, *, log: Callable[[str], None] = p
 
 def check_reference(ref_dir: str | Path, tokenizer, *, trust_remote_code: bool = False) -> None:
     """A reference must be a causal LM with the policy's vocabulary."""
-    from consistbench.reference_method import doctor
     from consistbench.reference_method.train import check_architecture
 
     config = check_architecture(ref_dir, trust_remote_code=trust_remote_code)
@@ -84,8 +86,6 @@ def split_for_target_sft(rows: Sequence[dict], fraction: float, seed: int
 def target_sft_items(rows: Sequence[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
     """SFT sequences (benchmark prompt -> best source answer + eos, tokenized as evaluation does)
     and how many were dropped for being longer than ``max_length``."""
-    from consistbench.reference_method.collator import encode_row
-
     items, dropped = [], 0
     for r in rows:
         enc = encode_row(tokenizer, r["context"], r["question"], r["source_chosen"])
@@ -105,7 +105,6 @@ def train_target_sft(model_dir: Path, items: list[dict], tokenizer, sft_dir: Pat
     ``sft_dir`` atomically; return the stage's record for the WRPO model's card."""
     from transformers import set_seed
 
-    from consistbench.reference_method.collator import CompletionCollator
     from consistbench.reference_method.consistency_config import ConsistencyConfig
     from consistbench.reference_method.consistency_trainer import ConsistencyTrainer
     from consistbench.reference_method.train import file_sha256, load_model
@@ -166,9 +165,6 @@ def train_preference(method: str, model_dir: str | Path, data: str | Path, outpu
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, set_seed
 
-    from consistbench.reference_method import doctor
-    from consistbench.reference_method.preference.collator import PreferenceCollator, tokenize_rows
-    from consistbench.reference_method.preference.data import PREFERENCE_COLUMNS, WRPO_COLUMNS, load_preferences
     from consistbench.reference_method.train import file_sha256
 
     if method not in ("wrpo", "mrpo"):

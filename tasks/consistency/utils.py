@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 
+from consistbench.benchmark import intervals
 from consistbench.benchmark import metrics as M
 from consistbench.benchmark.intervals import bootstrap_from_metadata
 from consistbench.benchmark.prompting import prompt_text
@@ -126,8 +127,6 @@ def _aggregation(name: str):
 
 def intervals_for(items) -> dict | None:
     """Group-bootstrap intervals of every metric for lm-eval items (None when switched off)."""
-    from consistbench.benchmark import intervals
-
     scored, scoring = _split(tuple(tuple(it) for it in items))
     settings, boot = settings_of_field(scoring)
     return None if boot is None else intervals.bootstrap_items(scored, settings, boot)
