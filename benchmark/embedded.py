@@ -70,6 +70,12 @@ def convert_smollm2(dest: Path | None = None, *, force: bool = False) -> Path:
     return _save_dequantised(smollm2_gguf_dir(), SMOLLM2_GGUF, dest)
 
 
+def model_or_smollm2(model: str | Path | None) -> str:
+    """``model`` as given, or the embedded SmolLM2 (converted once): every training and
+    preference command's default base model."""
+    return str(model) if model else str(convert_smollm2())
+
+
 def _save_dequantised(src_dir: Path, gguf_name: str, dest: Path) -> Path:
     """Load a GGUF with transformers (de-quantised to float32) and save a plain folder atomically."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -27,7 +27,6 @@ violation stops the build and leaves the shipped files as they were.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -36,7 +35,7 @@ from pathlib import Path
 
 from consistbench.benchmark.audit import audit_rows
 from consistbench.benchmark.errors import ConsistbenchError, DataVersionError
-from consistbench.benchmark.fileio import write_json, write_jsonl
+from consistbench.benchmark.fileio import file_sha256, write_json, write_jsonl
 from consistbench.benchmark.paths import DATA_DIR, TASK_DIR
 from consistbench.benchmark.schema import check_groups, data_checksum, load_data, parse_row, row_id_for
 from consistbench.benchmark.variants import ROBUST_TYPES, surface, template, typo
@@ -147,11 +146,6 @@ def build_robust(test_path: str | Path | None = None, out_dir: str | Path | None
         print(f"{f}: {v['groups']} groups, {v['rows']} rows ({stats[f]['skipped_groups']} groups without a variant)")
     print(f"built from {test_path.name} {versions['source']['sha256'][:16]}... (seed {seed}); wrote {target}")
     return versions
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes: what ``versions.json`` records per family file and the tasks check."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _write(rows: dict[str, list[dict]], versions: dict, stats: dict, target: Path) -> None:

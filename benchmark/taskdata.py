@@ -14,11 +14,12 @@ from pathlib import Path
 
 from consistbench.benchmark import dataversions
 from consistbench.benchmark.errors import ConsistbenchError, DataVersionError
+from consistbench.benchmark.fileio import file_sha256
 from consistbench.benchmark.intervals import BootstrapSettings, bootstrap_from_metadata, bootstrap_metadata
 from consistbench.benchmark.metrics import ScoreSettings
 from consistbench.benchmark.paths import DATA_DIR
 from consistbench.benchmark.retrieval.e2e import apply_retrieval
-from consistbench.benchmark.robustbuild import file_sha256, load_manifest
+from consistbench.benchmark.robustbuild import load_manifest
 from consistbench.benchmark.schema import data_checksum, load_data
 from consistbench.benchmark.variants import ROBUST_TYPES
 from consistbench.benchmark.variants import template as T

@@ -317,3 +317,30 @@ def format_report(model_dir: str | Path, findings: list[Finding]) -> str:
         lines.append(f"  [{f.severity}] {f.code}: {f.message}")
         lines.append(f"      fix: {f.fix}")
     return "\n".join(lines)
+
+
+def check_architecture(model_dir: str | Path, *, trust_remote_code: bool = False):
+    """The model's config, if it is a causal LM this trainer supports; else a ConsistbenchError."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ConsistbenchError(f"{model_dir}: not a model directory (no config.json)")
+    try:
+        config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        hint = "" if trust_remote_code else " (custom model code needs --trust-remote-code)"
+        raise ConsistbenchError(f"{model_dir}: unsupported model ({type(exc).__name__}: {str(exc)[:200]}){hint}") from None
+    remote = trust_remote_code and "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})
+    causal_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    archs = list(getattr(config, "architectures", None) or [])
+    supported = remote or (not getattr(config, "is_encoder_decoder", False)
+                           and config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+                           and any(a in causal_classes for a in archs))
+    if not supported:
+        arch = ", ".join(archs) or "none recorded"
+        raise ConsistbenchError(f"{model_dir}: unsupported architecture ({arch}; model_type {config.model_type!r}): "
+                                "the trainer needs a decoder-only causal LM saved with its LM head "
+                                "(an AutoModelForCausalLM class such as LlamaForCausalLM)")
+    return config

@@ -27,7 +27,6 @@ final model, after all processes finish (see docs/REFERENCE_METHOD.md).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -37,9 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from consistbench.benchmark.errors import ConsistbenchError
-from consistbench.benchmark.fileio import write_json
+from consistbench.benchmark.fileio import file_sha256, write_json
 from consistbench.benchmark.schema import load_data
 from consistbench.reference_method import doctor
+from consistbench.reference_method.doctor import check_architecture
 from consistbench.reference_method.collator import CompletionCollator, encode_row
 from consistbench.reference_method.save import CARD_NAME, library_versions, save_trained_model
 from consistbench.reference_method.consistency_config import ConsistencyConfig
@@ -47,41 +47,6 @@ from consistbench.reference_method.triplets import MiningConfig, Triplet, mine_t
 
 RUN_NAME = "consistbench_run.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def check_architecture(model_dir: str | Path, *, trust_remote_code: bool = False):
-    """The model's config, if it is a causal LM this trainer supports; else a ConsistbenchError."""
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise ConsistbenchError(f"{model_dir}: not a model directory (no config.json)")
-    try:
-        config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=trust_remote_code)
-    except Exception as exc:
-        hint = "" if trust_remote_code else " (custom model code needs --trust-remote-code)"
-        raise ConsistbenchError(f"{model_dir}: unsupported model ({type(exc).__name__}: {str(exc)[:200]}){hint}") from None
-    remote = trust_remote_code and "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {})
-    causal_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
-    archs = list(getattr(config, "architectures", None) or [])
-    supported = remote or (not getattr(config, "is_encoder_decoder", False)
-                           and config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-                           and any(a in causal_classes for a in archs))
-    if not supported:
-        arch = ", ".join(archs) or "none recorded"
-        raise ConsistbenchError(f"{model_dir}: unsupported architecture ({arch}; model_type {config.model_type!r}): "
-                                "the trainer needs a decoder-only causal LM saved with its LM head "
-                                "(an AutoModelForCausalLM class such as LlamaForCausalLM)")
-    return config
 
 
 # ---------------------------------------------------------------------------------------------

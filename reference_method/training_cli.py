@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from consistbench.benchmark.cli import add_dataclass_command, add_output_option, add_trust_remote_code
-from consistbench.benchmark.embedded import convert_smollm2
+from consistbench.benchmark.embedded import model_or_smollm2
 from consistbench.benchmark.variants.cli import add_paraphraser_options
 from consistbench.benchmark.variants.paraphrase import make_paraphraser
 from consistbench.reference_method.synth import default_train_file, synthesize_file
@@ -95,9 +95,7 @@ def cmd_train(args, parsed) -> int:
     from consistbench.reference_method.train import train
 
     script, config, mining = parsed
-    model = script.model
-    if model is None:
-        model = str(convert_smollm2())
+    model = model_or_smollm2(script.model)
     out = train(model, script.data, script.variant_type, script.output, config, mining.to_config(),
                 resume=script.resume or False, keep_checkpoints=script.keep_checkpoints, overwrite=script.overwrite)
     if (Path(out) / "consistbench_train.json").is_file():

@@ -13,24 +13,18 @@ from rich.console import Console
 from rich.table import Table
 
 from consistbench.benchmark.cli import add_dataclass_command, add_output_option, add_trust_remote_code
-from consistbench.benchmark.embedded import convert_smollm2
+from consistbench.benchmark.embedded import model_or_smollm2
 from consistbench.benchmark.errors import ConsistbenchError
 from consistbench.reference_method.preference.data import PrefConfig, build_file
 from consistbench.reference_method.preference.train import train_preference
 from consistbench.reference_method.synth import default_train_file
 
 
-def _default_model(path: str | None) -> str:
-    if path:
-        return path
-    return str(convert_smollm2())
-
-
 def cmd_prefs(args) -> int:
     cfg = PrefConfig(n_samples=args.n_samples, temperature=args.temperature, top_p=args.top_p,
                      max_new_tokens=args.max_new_tokens, consistency_weight=args.consistency_weight,
                      min_margin=args.min_margin, batch_size=args.batch_size, seed=args.seed)
-    stats = build_file(args.data or default_train_file(), args.output, _default_model(args.model), args.source, cfg,
+    stats = build_file(args.data or default_train_file(), args.output, model_or_smollm2(args.model), args.source, cfg,
                        limit=args.limit, holdout=args.holdout, trust_remote_code=args.trust_remote_code)
     table = Table(title=f"preference data: {args.output}")
     for col in ("groups", "queries", "pairs", "no margin (dropped)", "held-out refused"):
@@ -87,7 +81,7 @@ def _train(args, parsed, method: str) -> int:
     refs = getattr(script, "reference", [])
     if method == "mrpo" and not refs:
         raise ConsistbenchError("ref mrpo: give at least one --reference model folder")
-    out = train_preference(method, _default_model(script.model), script.data, script.output, config, references=refs,
+    out = train_preference(method, model_or_smollm2(script.model), script.data, script.output, config, references=refs,
                            overwrite=script.overwrite, keep_checkpoints=script.keep_checkpoints,
                            target_sft_dir=getattr(script, "target_sft_dir", None))
     print(f"wrote {out}")

@@ -38,11 +38,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from consistbench.benchmark.errors import ConsistbenchError
-from consistbench.benchmark.fileio import read_jsonl, strip_line_numbers, write_json, write_jsonl
+from consistbench.benchmark.fileio import file_sha256, read_jsonl, strip_line_numbers, write_json, write_jsonl
 from consistbench.benchmark.metrics import rouge_l
 from consistbench.benchmark.prompting import MAX_GEN_TOKS, STOP_SEQUENCES, prompt_text
 from consistbench.benchmark.schema import load_data
 from consistbench.reference_method import doctor
+from consistbench.reference_method.doctor import check_architecture
 from consistbench.reference_method.collator import render_prompt
 from consistbench.reference_method.synth import default_holdout_files, load_holdout, outside_holdout
 
@@ -281,8 +282,6 @@ def build_file(data: str | Path, output: str | Path, target: str | Path, sources
                trust_remote_code: bool = False, log: Callable[[str], None] = print) -> PrefStats:
     """Read ``data`` (benchmark schema, train split), build preferences, write ``output`` and
     ``<output>.meta.json`` atomically."""
-    from consistbench.reference_method.train import check_architecture, file_sha256
-
     output = Path(output)
     if output.resolve() in {Path(p).resolve() for p in [data, *(holdout or [])]}:
         raise ConsistbenchError(f"{output}: the output would overwrite an input")

@@ -1,7 +1,7 @@
 """``consistbench ref wrpo`` / ``ref mrpo``: checks, reference log-probs, training, atomic save.
 
 Before anything is written: the policy (and every MRPO reference) is a decoder-only causal LM
-(:func:`consistbench.reference_method.train.check_architecture`), the doctor's checks pass (pad == eos refused
+(:func:`consistbench.reference_method.doctor.check_architecture`), the doctor's checks pass (pad == eos refused
 unless ``allow_pad_eq_eos``), the references share the policy's tokenizer (log-probabilities of
 the same token ids), and the preference file is non-empty with the columns the method needs.
 The final model is written to a temporary directory beside ``output_dir`` and renamed when
@@ -26,7 +26,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.fileio import file_sha256
 from consistbench.reference_method import doctor
+from consistbench.reference_method.doctor import check_architecture
 from consistbench.reference_method.collator import CompletionCollator, encode_row
 from consistbench.reference_method.preference.collator import PreferenceCollator, tokenize_rows
 from consistbench.reference_method.preference.data import PREFERENCE_COLUMNS, WRPO_COLUMNS, load_preferences
@@ -42,8 +44,6 @@ CITATIONS = {
 
 def check_model(model_dir: str | Path, config, *, log: Callable[[str], None] = print) -> list:
     """Architecture and doctor checks of the policy; the doctor's findings."""
-    from consistbench.reference_method.train import check_architecture
-
     check_architecture(model_dir, trust_remote_code=config.trust_remote_code)
     findings = doctor.check(model_dir, trust_remote_code=config.trust_remote_code)
     for f in findings:
@@ -56,8 +56,6 @@ def check_model(model_dir: str | Path, config, *, log: Callable[[str], None] = p
 
 def check_reference(ref_dir: str | Path, tokenizer, *, trust_remote_code: bool = False) -> None:
     """A reference must be a causal LM with the policy's vocabulary."""
-    from consistbench.reference_method.train import check_architecture
-
     config = check_architecture(ref_dir, trust_remote_code=trust_remote_code)
     ref_tok = doctor.load_tokenizer(ref_dir, trust_remote_code=trust_remote_code)
     if ref_tok.get_vocab() != tokenizer.get_vocab():
@@ -107,7 +105,7 @@ def train_target_sft(model_dir: Path, items: list[dict], tokenizer, sft_dir: Pat
 
     from consistbench.reference_method.consistency_config import ConsistencyConfig
     from consistbench.reference_method.consistency_trainer import ConsistencyTrainer
-    from consistbench.reference_method.train import file_sha256, load_model
+    from consistbench.reference_method.train import load_model
 
     ckpt_dir = sft_dir.with_name(sft_dir.name + ".checkpoints")
     sft_config = ConsistencyConfig(
@@ -164,8 +162,6 @@ def train_preference(method: str, model_dir: str | Path, data: str | Path, outpu
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, set_seed
-
-    from consistbench.reference_method.train import file_sha256
 
     if method not in ("wrpo", "mrpo"):
         raise ValueError(method)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from consistbench.benchmark.embedded import convert_smollm2
+from consistbench.benchmark.embedded import model_or_smollm2
 from consistbench.benchmark.errors import ConsistbenchError
 from consistbench.benchmark.fileio import write_json, write_jsonl
 from consistbench.reference_method.reproduce.presets import ROW_LABELS, SEARCH_KEYS, SPECIALISED, Preset, training_runs
@@ -138,7 +138,7 @@ class Run:
         if self.preset.name == "paper":
             raise ConsistbenchError("preset paper: pass the base model's local folder with --model "
                                     "(e.g. a downloaded meta-llama/Llama-3.1-8B-Instruct); nothing is downloaded")
-        return Path(convert_smollm2())
+        return Path(model_or_smollm2(None))
 
     def specialised(self) -> list[Path]:
         """The specialised models, the merge's inputs, in :data:`SPECIALISED` order."""
