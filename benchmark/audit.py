@@ -37,7 +37,7 @@ from consistbench.benchmark import audit_rules as R
 from consistbench.benchmark.embedded import encode
 from consistbench.benchmark.noise_rules import check_robust_variant
 from consistbench.benchmark.schema import Row, load_data
-from consistbench.benchmark.variants import PAIR_TYPES, ROBUST_TYPES, VARIANT_TYPES
+from consistbench.benchmark.variants import PAIR_TYPES, ROBUST_TYPES, VARIANT_TYPES, how_to
 
 
 # the rules listed (ok or FAIL) when a file holds rows of the family
@@ -107,9 +107,16 @@ def audit_rows(files: dict[str, list[Row]], templates: dict | None = None) -> tu
         for p in _variant_problems(r.variant_type, orig, r, cos.get((name, r.id)), templates):
             rule = p.rule if p.rule.startswith(r.variant_type) else f"{r.variant_type}:{p.rule}"
             problems[rule].append(f"{where(name, r)}: {p.detail}: {r.question!r} (original {orig.question!r})")
+        extra = []
         if r.variant_type == "paraphrase":
-            for p in R.check_paraphrase_meaning(orig.question, r.question, orig.reference, passage_share):
-                problems[p.rule].append(f"{where(name, r)}: {p.detail}: {r.question!r} (original {orig.question!r})")
+            extra = R.check_paraphrase_meaning(orig.question, r.question, orig.reference, passage_share)
+        elif r.variant_type in ("how_to", "plural_article"):
+            extra = R.check_answer_hint(orig.question, r.question, orig.reference, passage_share)
+            if r.variant_type == "how_to":
+                extra += R.check_how_to_form(orig.question, r.question)
+        for p in extra:
+            problems[p.rule].append(f"{where(name, r)}: {p.detail}: {r.question!r} (original {orig.question!r})")
+    _variant_set_rules(variants, originals, problems, where)
     # a group's original is one question however many files hold it (the robust files repeat them)
     base, seen_groups = [], set()
     for name, r in all_rows:
@@ -162,6 +169,50 @@ def audit_rows(files: dict[str, list[Row]], templates: dict | None = None) -> tu
     return problems, stats
 
 
+def _variant_set_rules(variants, originals, problems, where) -> None:
+    """The data v3 rules over sets of variants: one group's how_to and paraphrase must differ,
+    no three-word opening may dominate a split's paraphrases, and a split's how_to pairs are
+    mostly the core "How to X" <-> "How do I X" pair, with modal pairs a minority."""
+    by_group: dict[tuple[str, str], dict[str, tuple[str, Row]]] = defaultdict(dict)
+    for name, r in variants:
+        by_group[(name, r.group_id)][r.variant_type] = (name, r)
+    for types in by_group.values():
+        if "how_to" in types and "paraphrase" in types:
+            (n, h), (_, para) = types["how_to"], types["paraphrase"]
+            ratio = R.near_how_to(h.question, para.question)
+            if ratio >= R.NEAR_HOW_TO_RATIO:
+                problems["near_how_to"].append(f"{where(n, para)}: the paraphrase {para.question!r} is close to the "
+                                               f"how_to {h.question!r} (similarity {ratio:.2f} >= {R.NEAR_HOW_TO_RATIO})")
+    for split, rows in sorted(_by_split(variants, "paraphrase").items()):
+        if len(rows) < R.PARAPHRASE_OPENING_MIN:
+            continue
+        counts = Counter(R.paraphrase_opening(r.question) for _, r in rows)
+        for opening_, n in counts.most_common():
+            if n / len(rows) <= R.PARAPHRASE_OPENING_MAX_SHARE:
+                break
+            problems["paraphrase_opening_share"].append(
+                f"split {split}: {opening_!r} opens {n} of {len(rows)} paraphrases "
+                f"({n / len(rows):.1%} > {R.PARAPHRASE_OPENING_MAX_SHARE:.0%})")
+    for split, rows in sorted(_by_split(variants, "how_to").items()):
+        if len(rows) < R.HOW_TO_PAIRS_MIN:
+            continue
+        kinds = Counter(how_to.pair_kind(originals[(n, r.group_id)].question, r.question) for n, r in rows)
+        core, modal = kinds["core"] / len(rows), kinds["modal"] / len(rows)
+        if core < R.HOW_TO_CORE_MIN_SHARE or modal > R.HOW_TO_MODAL_MAX_SHARE:
+            problems["how_to_pairs"].append(
+                f"split {split}: of {len(rows)} how_to pairs, {core:.1%} are the core 'How to X' <-> 'How do I X' "
+                f"pair (at least {R.HOW_TO_CORE_MIN_SHARE:.0%}) and {modal:.1%} modal "
+                f"(at most {R.HOW_TO_MODAL_MAX_SHARE:.0%})")
+
+
+def _by_split(variants, vtype: str) -> dict[str, list]:
+    out: dict[str, list] = defaultdict(list)
+    for name, r in variants:
+        if r.variant_type == vtype:
+            out[r.split].append((name, r))
+    return out
+
+
 def opening_shares(originals: list[Row], top: int = 1) -> dict[str, dict]:
     """Per split: the most common two-word openings of the originals with their shares."""
     by_split: dict[str, Counter] = defaultdict(Counter)
@@ -198,8 +249,9 @@ def audit_files(paths: list[str], max_report: int = 50) -> bool:
                           + f"; references opening with 'Use' {s['reference_use_share']:.1%}", markup=False, highlight=False)
     checks = ["grounding", "reference_length", "how_to_rule", "plural_article_rule", "paraphrase_lexical",
               "paraphrase_meaning", "near_duplicate", "passages", "paraphrase_polarity", "paraphrase_sub_question",
-              "paraphrase_answer_hint", "paraphrase_type_shift", "reference_pointer", "reference_foreign_name",
-              "near_twin_split", "opening_share"]
+              "answer_hint", "paraphrase_type_shift", "reference_pointer", "reference_foreign_name",
+              "near_twin_split", "opening_share", "how_to_form", "how_to_pairs",
+              "paraphrase_template", "paraphrase_opening_share", "near_how_to"]
     checks += [rule for kind, rules in ROBUST_RULES.items() if kind in robust for rule in rules]
     for rule in sorted(set(checks) | set(problems)):
         found = problems.get(rule, [])

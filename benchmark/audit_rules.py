@@ -6,6 +6,7 @@ generated variants). Thresholds were calibrated on hand-checked pairs; see docs/
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 from collections import Counter
@@ -254,10 +255,11 @@ def answer_hints(original: str, variant: str, reference: str, passage_share=None
 
 
 def check_answer_hint(original: str, variant: str, reference: str, passage_share=None) -> list[Problem]:
+    """A variant of any type may not carry part of the answer that its original does not."""
     hints = answer_hints(original, variant, reference, passage_share)
     if hints:
-        return [Problem("paraphrase_answer_hint", f"takes {', '.join(map(repr, hints))} from the reference "
-                                                  f"(absent from the original)")]
+        return [Problem("answer_hint", f"takes {', '.join(map(repr, hints))} from the reference "
+                                       f"(absent from the original)")]
     return []
 
 
@@ -288,9 +290,10 @@ def check_type_shift(original: str, variant: str) -> list[Problem]:
 
 def check_paraphrase_meaning(original: str, variant: str, reference: str, passage_share=None) -> list[Problem]:
     """Every v2 rule on a paraphrase: same question type, one question, no answer hint, no
-    procedure -> name shift."""
+    procedure -> name shift; and data v3's template rule."""
     return (check_polarity(original, variant) + check_sub_question(original, variant)
-            + check_answer_hint(original, variant, reference, passage_share) + check_type_shift(original, variant))
+            + check_answer_hint(original, variant, reference, passage_share)
+            + check_type_shift(original, variant) + check_paraphrase_template(variant))
 
 
 class PassageShare:
@@ -353,3 +356,48 @@ OPENING_MIN_GROUPS = 100
 def opening(question: str) -> str:
     """The first two words, case-folded, typographic apostrophes folded."""
     return " ".join(question.replace("\u2019", "'").casefold().split()[:2])
+
+
+# ---------------------------------------------------------------------------------------------
+# Data v3 rules, from the second reading: a how_to is the paper's how-to/how-do alternation, a
+# paraphrase is not a template, and a group probes two different changes.
+
+# Paraphrase openings that are templates (the how-to forms that change the question type).
+PARAPHRASE_TEMPLATES = ("what's the way to", "what is the way to", "what's a way to", "what is a way to",
+                        "is there a way to")
+# No three-word paraphrase opening may be shared by more than this share of a split's paraphrases
+# (measured on splits with at least PARAPHRASE_OPENING_MIN paraphrases).
+PARAPHRASE_OPENING_MAX_SHARE = 0.05
+PARAPHRASE_OPENING_MIN = 100
+# A group's how_to and paraphrase this similar (difflib ratio, case-folded) probe one change twice.
+NEAR_HOW_TO_RATIO = 0.8
+# Of a split's how_to pairs (with at least HOW_TO_PAIRS_MIN of them): at least this share the core
+# "How to X" <-> "How do I X" pair, at most this share modal ("How can I X" -> ...).
+HOW_TO_CORE_MIN_SHARE = 0.5
+HOW_TO_MODAL_MAX_SHARE = 0.2
+HOW_TO_PAIRS_MIN = 50
+
+
+def paraphrase_opening(question: str) -> str:
+    """The first three words, case-folded, typographic apostrophes folded, punctuation dropped."""
+    return " ".join(_WORD_RE.findall(question.replace("\u2019", "'").casefold())[:3])
+
+
+def check_paraphrase_template(variant: str) -> list[Problem]:
+    """A paraphrase may not open with a template form ("What's the way to ...")."""
+    low = " ".join(variant.replace("\u2019", "'").casefold().split())
+    for template in PARAPHRASE_TEMPLATES:
+        if low.startswith(template) or re.search(r"^[^,?]{0,60},\s*" + re.escape(template), low):
+            return [Problem("paraphrase_template", f"opens with the template {template!r}")]
+    return []
+
+
+def check_how_to_form(original: str, variant: str) -> list[Problem]:
+    """A how_to pair is the how-to/how-do alternation (:func:`how_to.form_problem`)."""
+    why = how_to.form_problem(original, variant)
+    return [Problem("how_to_form", why)] if why else []
+
+
+def near_how_to(how_to_variant: str, paraphrase: str) -> float:
+    """String similarity of a group's how_to and paraphrase (difflib ratio, case-folded)."""
+    return difflib.SequenceMatcher(None, how_to_variant.casefold(), paraphrase.casefold()).ratio()

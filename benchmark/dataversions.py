@@ -22,9 +22,9 @@ from pathlib import Path
 from consistbench.benchmark.errors import DataVersionError
 from consistbench.benchmark.paths import DATA_DIR
 # The name of the version that ``consistbench data build`` writes into DATA_DIR.
-CURRENT_NAME = "v2"
+CURRENT_NAME = "v3"
 # Frozen earlier versions: subdirectories of DATA_DIR, oldest first.
-FROZEN = ("v1",)
+FROZEN = ("v1", "v2")
 # Subset files: the subset name a task asks for -> the file listing its group ids.
 SUBSET_FILES = {"mini": "mini_groups.txt", "small": "small_groups.txt"}
 

@@ -15,9 +15,9 @@ NAMED = {
     "g0e08e70b96de": "paraphrase_polarity",       # "What does dry_run do?" -> "does ... write any file?"
     "ga0b59af49266": "paraphrase_polarity",       # "How does Python treat signaling NaNs?" -> "Is there any difference ...?"
     "g596b2b2ccd8d": "paraphrase_sub_question",   # "..., and can an entry's type be changed?"
-    "geef27ebe18c8": "paraphrase_answer_hint",    # the reference's "(?...)" in the paraphrase
-    "gf26b16199eb3": "paraphrase_answer_hint",    # the reference's "3.9" in the paraphrase
-    "g441f678f3efd": "paraphrase_answer_hint",    # narrowed to the reference's example (logging.INFO)
+    "geef27ebe18c8": "answer_hint",               # the reference's "(?...)" in the paraphrase
+    "gf26b16199eb3": "answer_hint",               # the reference's "3.9" in the paraphrase
+    "g441f678f3efd": "answer_hint",               # narrowed to the reference's example (logging.INFO)
     "g4d299611ea8c": "reference_pointer",         # "See the FAQ ..."
     "gd39789777729": "reference_foreign_name",    # names LifoQueue, absent from the passage
     "g4ab9ebef7687": "reference_foreign_name",    # names BufferingLoggerWriter, absent from the passage

@@ -12,8 +12,8 @@ import pytest
 from consistbench.benchmark.variants import how_to, plural_article
 
 PROBES = Path(__file__).parent / "data" / "variant_probes.jsonl"
-KINDS = {"pluralize", "singularize", "indefinite_article", "how_to_parse", "how_to_variant",
-         "plural_article_variant", "plural_article_generates", "plural_article_never"}
+KINDS = {"pluralize", "singularize", "indefinite_article", "how_to_parse", "how_to_variant", "how_to_pair",
+         "how_to_rewrite", "plural_article_variant", "plural_article_generates", "plural_article_never"}
 
 
 def run_case(case):
@@ -29,6 +29,17 @@ def run_case(case):
         return (parsed is None) if exp is None else (parsed is not None and parsed.x == exp)
     if kind == "how_to_variant":
         return how_to.is_variant(*inp) == exp
+    if kind == "how_to_pair":
+        return how_to.pair_kind(*inp) == exp
+    if kind == "how_to_rewrite":
+        # None: no variant; a first-person X always gets "How to X" (with or without "?"); elsewhere the
+        # expected text must be one of the variants the rule allows
+        got = how_to.rewrite(inp, "probe")
+        if exp is None or got is None:
+            return got == exp
+        if "my" in inp.split():
+            return got.rstrip("?") == exp.rstrip("?")
+        return exp in how_to.candidates(inp, "probe")
     if kind == "plural_article_variant":
         return plural_article.is_variant(*inp) == exp
     if kind == "plural_article_generates":

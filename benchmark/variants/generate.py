@@ -40,9 +40,12 @@ class Variant:
 
 
 def _rule_candidates(kind: str, question: str, seed: int) -> list[str]:
-    module = how_to if kind == "how_to" else plural_article
-    pool = module.candidates(question)
-
+    """A rule type's proposals in the order they are tried: ``how_to`` in its rule's own weighted
+    order (mostly the core "How to X" <-> "How do I X" pair, as the shipped data), ``plural_article``
+    shuffled by the seed."""
+    if kind == "how_to":
+        return how_to.candidates(question, key=str(seed))
+    pool = plural_article.candidates(question)
     random.Random(f"{seed}|{kind}|{question}").shuffle(pool)
     return pool
 
