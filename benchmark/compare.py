@@ -5,7 +5,12 @@ Each side is an lm-eval output (a results directory, a ``results_*.json`` or a
 ``response``). Both must come from the same data version; the rows both sides scored are
 re-scored with the same settings and compared by a paired bootstrap over their shared groups
 (:func:`consistbench.benchmark.intervals.paired_bootstrap`): for every metric and variant type,
-the difference A - B, its interval, a bootstrap p-value and whether the interval excludes 0.
+the difference A - B, its interval, a bootstrap p-value, whether the interval excludes 0 and the
+smallest difference the comparison would detect; with equivalence margins, the TOST.
+
+Each side may also be an *arm* of several runs (training seeds of one configuration, on the
+same data version and rows): the metric is then averaged over the arm's runs and the interval
+includes the seed variance (:func:`consistbench.benchmark.intervals.paired_runs_bootstrap`).
 The ``consistbench compare`` command (:mod:`consistbench.benchmark.compare_cli`) prints it.
 """
 
@@ -13,13 +18,14 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from consistbench.benchmark.errors import ConsistbenchError
 from consistbench.benchmark.fileio import read_jsonl
-from consistbench.benchmark.intervals import BootstrapSettings, group_stats, items_from_samples, paired_bootstrap
+from consistbench.benchmark.intervals import BootstrapSettings, group_stats, items_from_samples, paired_runs_bootstrap
 from consistbench.benchmark.metrics import ScoreSettings, Scored, check_cost
 from consistbench.benchmark.paths import DATA_DIR
 from consistbench.benchmark.schema import data_checksum, load_data, load_responses, parse_row
@@ -173,19 +179,46 @@ def load_side(path: str | Path, task: str | None = None) -> Side:
 
 def shared_rows(a: Side, b: Side) -> tuple[list, list, dict[str, int]]:
     """The rows both sides scored, restricted to groups whose original both sides have."""
-    common = set(a.docs) & set(b.docs)
-    for rid in sorted(common):
-        if a.docs[rid] != b.docs[rid]:
-            raise ConsistbenchError(f"row {rid!r} differs between {a.source} and {b.source} "
-                                    "(question, reference, group or type): not the same data")
-    with_original = {a.docs[r][0] for r in common if a.docs[r][1] == "original"}
-    keep = {r for r in common if a.docs[r][0] in with_original}
-    rows_a = [r for r in a.rows if r.id in keep]
-    rows_b = [r for r in b.rows if r.id in keep]
-    info = {"shared_rows": len(keep), "only_a_rows": len(a.rows) - len(keep), "only_b_rows": len(b.rows) - len(keep)}
+    (rows_a, rows_b), info = shared_rows_of([a, b])
+    return rows_a, rows_b, {"shared_rows": info["shared_rows"], "only_a_rows": info["only_rows"][0],
+                            "only_b_rows": info["only_rows"][1]}
+
+
+def shared_rows_of(sides: Sequence[Side]) -> tuple[list[list], dict]:
+    """The rows every side scored, restricted to groups whose original every side has; each side's
+    rows and ``{"shared_rows", "only_rows": [per side]}``. A row that differs between sides (question,
+    reference, group or type) is refused."""
+    first = sides[0]
+    common = set.intersection(*(set(s.docs) for s in sides))
+    for other in sides[1:]:
+        for rid in sorted(common):
+            if first.docs[rid] != other.docs[rid]:
+                raise ConsistbenchError(f"row {rid!r} differs between {first.source} and {other.source} "
+                                        "(question, reference, group or type): not the same data")
+    with_original = {first.docs[r][0] for r in common if first.docs[r][1] == "original"}
+    keep = {r for r in common if first.docs[r][0] in with_original}
     if not keep:
-        raise ConsistbenchError(f"{a.source} and {b.source} share no group: nothing to compare")
-    return rows_a, rows_b, info
+        names = " and ".join(s.source for s in sides) if len(sides) == 2 else f"the {len(sides)} runs"
+        raise ConsistbenchError(f"{names} share no group: nothing to compare")
+    rows = [[r for r in s.rows if r.id in keep] for s in sides]
+    return rows, {"shared_rows": len(keep), "only_rows": [len(s.rows) - len(keep) for s in sides]}
+
+
+def parse_margins(text: str) -> dict[str, float]:
+    """Equivalence margins from ``0.03`` (every metric: key ``*``) or ``em=0.03,rs=0.05`` (per metric;
+    a metric's margin also holds for its per-type rows). ConsistbenchError naming a bad entry."""
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in str(text).split(",")):
+        name, _, value = part.rpartition("=")
+        try:
+            margin = float(value)
+        except ValueError:
+            margin = float("nan")
+        if not part or not 0 < margin < float("inf") or (_ and not name.strip()):
+            raise ConsistbenchError(f"equivalence margin {part!r}: give a positive number (0.03) or "
+                                    "METRIC=NUMBER pairs separated by commas (em=0.03,rs=0.03)")
+        out[name.strip() or "*"] = margin
+    return out
 
 
 def identical_responses(rows_a: list, rows_b: list) -> int:
@@ -196,19 +229,47 @@ def identical_responses(rows_a: list, rows_b: list) -> int:
     return sum(1 for r in rows_a if resp_b.get(r.id) == r.response)
 
 
-def compare(a: Side, b: Side, settings=None, boot=None) -> dict[str, Any]:
-    """Paired bootstrap of A - B over the shared groups; refuses two data versions."""
-    if a.data_version != b.data_version:
-        raise ConsistbenchError(f"different data versions: {a.source} was scored on {a.data_version[:16]}..., "
-                                f"{b.source} on {b.data_version[:16]}...; compare results on the same data version")
+def _arm(side: Side | Sequence[Side], label: str | None) -> tuple[list[Side], str]:
+    runs = [side] if isinstance(side, Side) else list(side)
+    if not runs:
+        raise ConsistbenchError("each side of a comparison needs at least one run")
+    labels = list(dict.fromkeys(r.label for r in runs))
+    return runs, label or (labels[0] if len(labels) == 1 else " + ".join(labels))
 
+
+def compare(a: Side | Sequence[Side], b: Side | Sequence[Side], settings=None, boot=None, *,
+            margins: dict[str, float] | None = None, label_a: str | None = None,
+            label_b: str | None = None) -> dict[str, Any]:
+    """Paired bootstrap of A - B over the shared groups; refuses two data versions.
+
+    ``a`` and ``b``: one run each, or several (an arm of training seeds: the metric is averaged over
+    the arm's runs and the interval includes the seed variance). ``margins``: equivalence margins
+    (:func:`parse_margins`) for the TOST. ``label_a``/``label_b`` name the arms.
+    """
+    runs_a, label_a = _arm(a, label_a)
+    runs_b, label_b = _arm(b, label_b)
+    every = [*runs_a, *runs_b]
+    for other in every[1:]:
+        if other.data_version != every[0].data_version:
+            raise ConsistbenchError(f"different data versions: {every[0].source} was scored on "
+                                    f"{every[0].data_version[:16]}..., {other.source} on {other.data_version[:16]}...; "
+                                    "compare results on the same data version")
     settings = settings or ScoreSettings()
     boot = boot or BootstrapSettings()
-    rows_a, rows_b, info = shared_rows(a, b)
-    check_cost(rows_a, a.source)  # before any metric runs
-    check_cost(rows_b, b.source)
-    result = paired_bootstrap(group_stats(rows_a, settings), group_stats(rows_b, settings), boot)
-    return {"a": {"label": a.label, "source": a.source, "task": a.task},
-            "b": {"label": b.label, "source": b.source, "task": b.task},
-            "data_version": a.data_version, "score_settings": settings.describe(), **info,
-            "identical_responses": identical_responses(rows_a, rows_b), **result}
+    rows, info = shared_rows_of(every)
+    for side, side_rows in zip(every, rows):
+        check_cost(side_rows, side.source)  # before any metric runs
+    stats = [group_stats(r, settings) for r in rows]
+    result = paired_runs_bootstrap(stats[:len(runs_a)], stats[len(runs_a):], boot, margins)
+
+    def arm(label, runs, offset):
+        return {"label": label, "source": runs[0].source, "task": runs[0].task,
+                "runs": [{"label": r.label, "source": r.source, "task": r.task, "only_rows": info["only_rows"][offset + i]}
+                         for i, r in enumerate(runs)]}
+
+    return {"a": arm(label_a, runs_a, 0), "b": arm(label_b, runs_b, len(runs_a)),
+            "data_version": every[0].data_version, "score_settings": settings.describe(),
+            "shared_rows": info["shared_rows"], "only_a_rows": info["only_rows"][0],
+            "only_b_rows": info["only_rows"][len(runs_a)],
+            "identical_responses": identical_responses(rows[0], rows[len(runs_a)]),
+            "margins": dict(margins or {}), **result}

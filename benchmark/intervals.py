@@ -22,13 +22,22 @@ A thousand resamples are one matrix product plus a vectorised metric evaluation.
 
 Intervals are percentile intervals (95% by default). :func:`paired_bootstrap` applies the same
 resampled group indices to two models scored on the same groups and reports the difference,
-its interval, and whether the interval excludes zero.
+its interval, and whether the interval excludes zero. :func:`paired_runs_bootstrap` compares two
+*arms* of several runs each (training seeds, same rows) with two levels per resample: the groups
+(one draw shared by every run of both arms, so the comparison stays paired by group) and, in an
+arm of ``S > 1`` runs, ``S`` runs drawn with replacement, carrying the between-run variance the
+rows' own noise does not explain, with a Welch-Satterthwaite widening for the few runs
+(:mod:`consistbench.benchmark.paired_stats`). Its group draws are those of the one-run comparison
+with the same seed (the run draws have their own stream): with one run per arm it *is* the paired
+bootstrap. Both add the TOST equivalence test against a margin and the minimum detectable
+difference (docs/METRICS.md).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -38,6 +47,7 @@ import numpy as np
 from consistbench.benchmark import metrics as M
 from consistbench.benchmark.compat import bleu_sentence_statistics
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.paired_stats import arm_replicates, bad_margin, margin_for, summarise, welch_df
 from consistbench.benchmark.variants import PAIR_TYPES, ROW_TYPES
 
 N_RESAMPLES = 1000
@@ -305,36 +315,71 @@ def bootstrap(stats: GroupStats, settings: BootstrapSettings | None = None) -> d
             "metrics": {name: _summary(point[name], reps[name], settings.confidence) for name in stats.specs}}
 
 
-def paired_bootstrap(a: GroupStats, b: GroupStats, settings: BootstrapSettings | None = None) -> dict[str, Any]:
+def paired_bootstrap(a: GroupStats, b: GroupStats, settings: BootstrapSettings | None = None,
+                     margins: dict[str, float] | None = None) -> dict[str, Any]:
     """Difference ``a - b`` of every metric both have, over the groups both scored.
 
     Both models are evaluated on the *same* resampled groups in each resample, so what the two
     share (question difficulty, passage) cancels. ``significant``: the interval excludes 0.
-    ``p_value``: two-sided bootstrap p-value, ``2 * min(P(d <= 0), P(d >= 0))``, at most 1.
+    ``p_value``: two-sided bootstrap p-value, ``2 * min(P(d <= 0), P(d >= 0))``, at most 1. ``mdd``:
+    :func:`~consistbench.benchmark.paired_stats.detectable_difference`; ``margins``: the TOST of
+    :func:`paired_runs_bootstrap` (one run a side).
+    """
+    return paired_runs_bootstrap([a], [b], settings, margins)
+
+
+def paired_runs_bootstrap(a_runs: Sequence[GroupStats], b_runs: Sequence[GroupStats],
+                          settings: BootstrapSettings | None = None,
+                          margins: dict[str, float] | None = None) -> dict[str, Any]:
+    """Arm A's run-averaged metric minus arm B's, each arm one or more runs (training seeds) on the
+    same rows, over the groups every run scored: the two-level bootstrap of the module docstring.
+
+    Per metric, besides :func:`paired_bootstrap`'s keys: ``stderr_groups`` (the standard error with
+    the runs fixed), ``a_runs``/``b_runs`` (each run's value), ``seed_sd`` (per arm, the between-run
+    standard deviation beyond the rows' noise; None for one run), ``df`` (None for one run a side)
+    and, where ``margins`` gives one (:func:`~consistbench.benchmark.paired_stats.margin_for`), the
+    TOST: ``tost_low``/``tost_high`` (the ``2 * confidence - 1`` interval), ``tost_p`` (the larger of
+    ``P(d <= -margin)`` and ``P(d >= margin)``) and ``equivalent``.
     """
     settings = settings or BootstrapSettings()
-    shared = sorted(set(a.group_ids) & set(b.group_ids))
+    if not a_runs or not b_runs:
+        raise ConsistbenchError("each side of a comparison needs at least one run")
+    runs = [*a_runs, *b_runs]
+    shared = sorted(set.intersection(*(set(r.group_ids) for r in runs)))
     if not shared:
         raise ConsistbenchError("the two results share no group: they were not scored on the same data")
-    a2, b2 = a.subset(shared), b.subset(shared)
-    names = [n for n in a2.specs if n in b2.specs]
-    point_a, point_b = a2.point(), b2.point()
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    arms = [[r.subset(shared) for r in a_runs], [r.subset(shared) for r in b_runs]]
+    names = [n for n in arms[0][0].specs if all(n in r.specs for r in runs)]
+    if (bad := bad_margin(margins, names)) is not None:
+        raise ConsistbenchError(f"equivalence margin {bad}: a metric of {', '.join(names)} (or * for all) and a "
+                                "positive number")
+    points = [[r.point() for r in arm] for arm in arms]
+    run_rng = np.random.default_rng([settings.seed, 1])  # the run draws' own stream (module docstring)
+    vals: list[dict[str, list[np.ndarray]]] = [{n: [] for n in names}, {n: [] for n in names}]
+    draws: list[list[np.ndarray]] = [[], []]
     for counts in _counts_chunks(len(shared), settings):
-        va, vb = a2.evaluate(counts @ a2.columns), b2.evaluate(counts @ b2.columns)
-        for n in names:
-            parts[n].append(va[n] - vb[n])
+        for i, arm in enumerate(arms):
+            if len(arm) > 1:
+                draws[i].append(run_rng.integers(0, len(arm), size=(counts.shape[0], len(arm))))
+            evaluated = [r.evaluate(counts @ r.columns) for r in arm]
+            for n in names:
+                vals[i][n].append(np.stack([e[n] for e in evaluated]))       # (runs, resamples)
     out = {}
     for n in names:
-        diffs = np.concatenate(parts[n])
-        s = _summary(point_a[n] - point_b[n], diffs, settings.confidence)
-        valid = diffs[np.isfinite(diffs)]
-        p = min(1.0, 2.0 * min(float(np.mean(valid <= 0)), float(np.mean(valid >= 0)))) if valid.size else float("nan")
-        significant = bool(np.isfinite(s["low"]) and (s["low"] > 0 or s["high"] < 0))
-        out[n] = {"a": point_a[n], "b": point_b[n], "difference": s["value"], "low": s["low"], "high": s["high"],
-                  "stderr": s["stderr"], "p_value": p, "significant": significant, "valid": s["valid"]}
+        (ra, ga, var_a), (rb, gb, var_b) = (
+            arm_replicates(np.concatenate(vals[i][n], axis=1), [pt[n] for pt in points[i]],
+                           np.concatenate(draws[i]) if draws[i] else None) for i in (0, 1))
+        fixed = ga - gb
+        var_groups = float(np.nanvar(fixed, ddof=1)) if fixed.size > 1 else 0.0
+        df = welch_df(var_groups, [(var_a, len(arms[0])), (var_b, len(arms[1]))])
+        pa, pb = (float(np.mean([p[n] for p in pts])) for pts in points)
+        out[n] = {"a": pa, "b": pb, **summarise(pa - pb, ra - rb, fixed, settings.confidence, margin_for(n, margins), df),
+                  "a_runs": [pt[n] for pt in points[0]], "b_runs": [pt[n] for pt in points[1]],
+                  "seed_sd": {"a": math.sqrt(var_a) if math.isfinite(var_a) else None,
+                              "b": math.sqrt(var_b) if math.isfinite(var_b) else None}}
     return {"settings": settings.describe(), "shared_groups": len(shared),
-            "only_a_groups": a.n_groups - len(shared), "only_b_groups": b.n_groups - len(shared), "metrics": out}
+            "only_a_groups": a_runs[0].n_groups - len(shared), "only_b_groups": b_runs[0].n_groups - len(shared),
+            "runs": {"a": len(a_runs), "b": len(b_runs)}, "metrics": out}
 
 
 # ---------------------------------------------------------------------------------------------
