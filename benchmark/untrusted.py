@@ -28,7 +28,8 @@ docs/LEADERBOARD.md, "Limits"):
   writes NaN for a metric that has no data, e.g. a variant type absent from a subset);
   ``Infinity``, ``-Infinity`` and float literals that overflow to infinity are always refused:
   no consistbench value is infinite.
-* **Unicode.** Bytes must be valid UTF-8. A ``\\uD800``-style escape decodes to a lone surrogate,
+* **Unicode.** Bytes must be valid UTF-8 (a leading byte-order mark is dropped; any other byte
+  that is not UTF-8, such as a Latin-1 file's, is refused with its line and byte offset). A ``\\uD800``-style escape decodes to a lone surrogate,
   which Python keeps in a ``str`` but cannot encode again (``UnicodeEncodeError`` far from the
   input); any string or key holding one is refused at read time.
 * **Duplicate keys.** ``{"em": 0.2, "em": 0.9}`` means 0.2 to one parser and 0.9 to another;
@@ -225,13 +226,33 @@ def check_value(value: Any, limits: ReadLimits = DEFAULT_LIMITS) -> None:
                 stack.extend((sub, depth + 1) for sub in item)
 
 
+BOM = b"\xef\xbb\xbf"
+
+
+def decode_utf8(raw: bytes, path: str | os.PathLike, *, line: int = 1, offset: int = 0,
+                strip_bom: bool = False) -> str:
+    """``raw`` decoded as UTF-8, or one DataError naming the file, the line and the byte offset.
+
+    ``raw`` starts at byte ``offset`` of the file (of the decompressed text for ``.gz``), on line
+    ``line``. ``strip_bom``: ``raw`` is the file's start, where a UTF-8 byte-order mark (written by
+    Windows editors and Excel) is dropped. Other encodings (Latin-1, UTF-16) are refused, never guessed.
+    """
+    if strip_bom and raw.startswith(BOM):
+        raw, offset = raw[len(BOM):], offset + len(BOM)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at_line = line + raw.count(b"\n", 0, exc.start)
+        start = raw.rfind(b"\n", 0, exc.start) + 1
+        _fail(f"{path}:{at_line}: invalid UTF-8 at line {at_line}, byte offset {offset + exc.start} "
+              f"(byte {exc.start - start + 1} of the line, 0x{raw[exc.start]:02x}: {exc.reason}); "
+              "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)")
+
+
 def loads(text: str | bytes, where: str, limits: ReadLimits = DEFAULT_LIMITS) -> Any:
     """Parse one JSON document under ``limits``; ``where`` (``file`` or ``file:line``) prefixes errors."""
     if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            _fail(f"{where}: invalid UTF-8 ({exc.reason} at byte {exc.start})")
+        text = decode_utf8(text, where)
     try:
         value = json.loads(text, **_hooks(limits))
         check_value(value, limits)
@@ -265,7 +286,7 @@ def read_json(path: str | os.PathLike, limits: ReadLimits = DEFAULT_LIMITS, *, w
                     _fail(f"{path}: {what} is above the limit of {_mib(limit)}")
         except OSError as exc:
             _fail(f"{path}: cannot read the {what} ({exc.strerror or type(exc).__name__})")
-    return loads(b"".join(chunks), str(path), limits)
+    return loads(decode_utf8(b"".join(chunks), path, strip_bom=True), str(path), limits)
 
 
 def iter_lines(path: str | os.PathLike, limits: ReadLimits = DEFAULT_LIMITS, *, what: str = "JSONL file",
@@ -307,11 +328,18 @@ def iter_lines(path: str | os.PathLike, limits: ReadLimits = DEFAULT_LIMITS, *, 
 
 def iter_jsonl(path: str | os.PathLike, limits: ReadLimits = DEFAULT_LIMITS, *, what: str = "JSONL file",
                follow_symlinks: bool = True) -> Iterator[tuple[int, Any]]:
-    """``(line number, value)`` for every non-blank line, parsed by :func:`loads`."""
+    """``(line number, value)`` for every non-blank line, parsed by :func:`loads`.
+
+    A byte-order mark at the start is dropped; a byte that is not UTF-8 is refused with its line
+    and byte offset (:func:`decode_utf8`).
+    """
+    offset = 0
     for lineno, raw in iter_lines(path, limits, what=what, follow_symlinks=follow_symlinks):
-        if not raw.strip():
+        text = decode_utf8(raw, path, line=lineno, offset=offset, strip_bom=lineno == 1)
+        offset += len(raw)
+        if not text.strip():
             continue
-        yield lineno, loads(raw, f"{path}:{lineno}", limits)
+        yield lineno, loads(text, f"{path}:{lineno}", limits)
 
 
 def content_sha256(path: str | os.PathLike, limits: ReadLimits = DEFAULT_LIMITS, *, what: str = "file",

@@ -39,6 +39,7 @@ from pathlib import Path
 import yaml
 
 from consistbench.benchmark.errors import ConsistbenchError
+from consistbench.benchmark.fileio import read_text
 from consistbench.benchmark.prompting import INSTRUCTION, prompt_text
 
 DEFAULT_ID = "default"  # the benchmark's own prompt (prompting.prompt_text): what originals use
@@ -121,8 +122,8 @@ def load_templates(path: str | Path) -> list[PromptTemplate]:
     if not path.is_file():
         raise ConsistbenchError(f"{path}: no such template file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        data = yaml.safe_load(read_text(path, what="template file"))  # UTF-8 (a BOM is accepted)
+    except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConsistbenchError(f"{path}: not a readable YAML file ({first})") from None
     return parse_templates(data, str(path))
