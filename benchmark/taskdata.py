@@ -159,8 +159,10 @@ def template_records(records: list[dict], manifest: dict, folder: Path, template
         for rec in records:
             if rec["variant_type"] == "template":
                 rec["template_id"] = assigned[rec["group_id"]]
-    else:  # the set in the task folder (the data folder's parent): tasks/consistency/templates.yaml
-        shipped = folder.parent.parent / "templates.yaml"
+    else:  # the set in the task folder: tasks/consistency/templates.yaml, above data/robust/ or,
+        # for a frozen version, above data/<version>/robust/ (the set is checked by its checksum below)
+        near = [folder.parent.parent / "templates.yaml", folder.parent.parent.parent / "templates.yaml"]
+        shipped = next((p for p in near if p.is_file()), near[0])
         templates = T.load_templates(shipped)
         want = (manifest.get("templates") or {}).get("sha256")
         if T.templates_checksum(templates) != want:

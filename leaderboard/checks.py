@@ -29,7 +29,7 @@ from consistbench.benchmark.metrics import MAX_TEXT_CHARS
 from consistbench.benchmark.taskdata import SCORING_KEYS
 from consistbench.leaderboard.limits import LIMITS, check_size, fail, inside, load_json, read_limits
 from consistbench.leaderboard.prompts import PromptFormat, logged_prompt, prompt_parts, text_sha256
-from consistbench.leaderboard.sampling import choose_groups, plan_sample, sample_seed, verdict_of
+from consistbench.leaderboard.sampling import coverage, groups_for, plan_for, rows_of, sample_seed, verdict_of
 from consistbench.leaderboard.schema import METADATA_FILE, REPRODUCTION_FILE, ReproductionRecord, SubmissionMetadata
 from consistbench.leaderboard.tracks import ROBUST_TASKS, TRACKS, TaskSpec, robust_tasks_in
 
@@ -272,14 +272,18 @@ def read_reproduction(directory: Path, spec: TaskSpec, content_sha: str) -> Repr
              f"files are {content_sha[:16]}...): run consistbench leaderboard reproduce again")
     if rec.task != spec.name:
         fail(f"{path}: the reproduction record is for task {rec.task!r}, the submission is on {spec.name!r}")
-    p = rec.plan
-    expected = plan_sample(spec, p.forged_share, p.power, p.tolerated_share, p.confidence)
+    p, mode = rec.plan, rec.mode or "sample"  # a record without a mode predates --all: a sample
+    expected = plan_for(spec, mode, p.forged_share, p.power, p.tolerated_share, p.confidence)
     if p != expected:
         fail(f"{path}: the record's sampling plan does not follow from its own parameters (expected "
              f"{expected.sample_groups} groups, at most {expected.max_mismatched_groups} mismatched)")
-    if rec.seed != sample_seed(content_sha, rec.salt) or rec.groups != choose_groups(spec, rec.seed, p.sample_groups):
+    if rec.seed != sample_seed(content_sha, rec.salt) or rec.groups != groups_for(spec, mode, rec.seed, p):
         fail(f"{path}: the record's groups are not the seeded sample of this submission (seed from its content hash"
              + (f" and salt {rec.salt!r})" if rec.salt else ")"))
+    if rec.mode is not None and (any(getattr(rec, k) != v for k, v in coverage(p, mode, rec.compared_docs).items())
+                                 or rec.compared_docs != len(rows_of(spec, rec.groups))):
+        fail(f"{path}: the record's mode, rows checked, rows total, detectable share or power do not follow from "
+             "its plan and figures")
     if rec.verdict != verdict_of(rec):
         fail(f"{path}: the record's verdict {rec.verdict!r} does not follow from its own figures")
     if rec.verdict != "reproduced":

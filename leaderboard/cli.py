@@ -15,12 +15,13 @@ from rich.table import Table
 from consistbench.benchmark.cli import add_json_option, add_output_option, add_trust_remote_code
 from consistbench.benchmark.fileio import write_json, write_text
 from consistbench.leaderboard.prepare import prepare
+from consistbench.leaderboard.render import coverage_text
 from consistbench.leaderboard.reproduce import plan_of, reproduce
 from consistbench.leaderboard.rescore import tolerance
 from consistbench.leaderboard.sampling import CONFIDENCE, FORGED_SHARE, POWER, TOLERATED_SHARE
 from consistbench.leaderboard.schema import metadata_json_schema_text
 from consistbench.leaderboard.site import build_site
-from consistbench.leaderboard.tracks import TRACKS
+from consistbench.leaderboard.tracks import REPRODUCE, REPRODUCE_ALL_MAX_ROWS, TRACKS
 from consistbench.leaderboard.validate import validate_submission
 
 
@@ -48,15 +49,15 @@ def cmd_validate(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    """Regenerate a seeded sample of a submission's groups and compare (exit 1 when it does not reproduce)."""
+    """Regenerate a submission's rows (all or a seeded sample) and compare (exit 1 when it does not reproduce)."""
     if args.plan_only:
-        p = plan_of(args.submission, args.forged_share, args.power, args.tolerated_share, args.confidence)
+        p = plan_of(args.submission, args.forged_share, args.power, args.tolerated_share, args.confidence, args.mode)
         print(json.dumps(p.model_dump(), indent=2))
         return 0
     rec = reproduce(args.submission, model=args.model, model_args=args.model_args, salt=args.salt or "",
                     forged_share=args.forged_share, power=args.power, tolerated_share=args.tolerated_share,
                     confidence=args.confidence, batch_size=args.batch_size, device=args.device,
-                    trust_remote_code=args.trust_remote_code)
+                    trust_remote_code=args.trust_remote_code, mode=args.mode)
     p = rec.plan
     table = Table(title=f"{args.submission}: {rec.compared_docs} documents in {len(rec.groups)} of {p.n_groups} groups "
                         "regenerated (logged - reproduced, 95% paired group bootstrap)")
@@ -75,15 +76,15 @@ def cmd_reproduce(args) -> int:
     print(f"identical responses: {rec.exact_matches} of {rec.compared_docs} ({rec.exact_match_share:.1%}, 95% CI "
           f"{lo:.1%}-{hi:.1%}); groups that differ: {rec.mismatched_groups} (at most {p.max_mismatched_groups}); "
           f"identical prompts: {rec.identical_prompts} of {rec.compared_docs}")
-    print(f"plan: detects >= {p.forged_share:.0%} forged responses with probability {p.detection_probability:.3f} "
-          f"(asked {p.power:.0%}); seed {rec.seed}" + (f" (salt {rec.salt!r})" if rec.salt else ""))
+    print(f"checked: {coverage_text(rec.model_dump())}; seed {rec.seed}"
+          + (f" (salt {rec.salt!r})" if rec.salt else ""))
     print(f"verdict: {rec.verdict}" + (": " + "; ".join(rec.reasons) if rec.reasons else "")
           + f"; wrote {Path(args.submission) / 'reproduction.json'} ({rec.wall_seconds:.0f} s)")
     return 0 if rec.verdict == "reproduced" else 1
 
 
 def cmd_build(args) -> int:
-    tracks = build_site(args.submissions, args.output, task=args.task)
+    tracks = build_site(args.submissions, args.output, task=args.task, use_cache=not args.no_cache)
     print(f"wrote {args.output}: " + "; ".join(f"{t}: {len(r)} models" for t, r in tracks.items()))
     return 0
 
@@ -121,11 +122,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_option(p, help="also write the validation report (reported vs rescored, per metric) to FILE")
     p.set_defaults(func=cmd_validate)
 
-    p = lsub.add_parser("reproduce", help="regenerate a seeded sample of a submission's groups with its model and "
-                                          "compare with the logged responses; writes reproduction.json",
-                        description="Regenerates whole question groups chosen by a seed derived from the "
-                                    "submission's content (plus --salt), with the task's generation settings and "
-                                    "the submission's chat-template choice, and compares every regenerated response "
+    p = lsub.add_parser("reproduce", help="regenerate a submission's rows (all, or a seeded sample of its groups) "
+                                          "with its model and compare with the logged responses; writes "
+                                          "reproduction.json",
+                        description="Regenerates every row (--all) or whole question groups chosen by a seed derived "
+                                    "from the submission's content (plus --salt) (--sample), with the task's "
+                                    "generation settings and the submission's chat-template choice, and compares every regenerated response "
                                     "with the logged one. Exit status 1 when the responses do not reproduce.")
     p.add_argument("submission", help="submission directory")
     p.add_argument("--model", default=None,
@@ -134,9 +136,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-args", default=None,
                    help="lm-eval model_args of the submission's model, e.g. pretrained=DIR (default: the embedded "
                         "SmolLM2); the submission's dtype= is added when not given")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--all", dest="mode", action="store_const", const="all", default=None,
+                       help="regenerate every row (default on the quick and small tracks: "
+                            + ", ".join(t for t, m in REPRODUCE.items() if m == "all")
+                            + f"; tracks of at most {REPRODUCE_ALL_MAX_ROWS} rows)")
+    which.add_argument("--sample", dest="mode", action="store_const", const="sample",
+                       help="regenerate a seeded sample of whole groups (the sampling plan below; default on "
+                            + ", ".join(t for t, m in REPRODUCE.items() if m == "sample") + ")")
     p.add_argument("--salt", default="", help="extra seed material the submitter cannot predict (recorded)")
     p.add_argument("--forged-share", type=float, default=FORGED_SHARE,
-                   help=f"smallest share of forged responses to detect (default {FORGED_SHARE})")
+                   help=f"--sample: smallest share of forged responses to detect (default {FORGED_SHARE}; --all "
+                        "detects any forged row with the default --tolerated-share 0)")
     p.add_argument("--power", type=float, default=POWER, help=f"probability of detecting it (default {POWER})")
     p.add_argument("--tolerated-share", type=float, default=TOLERATED_SHARE,
                    help="share of honest groups allowed not to reproduce exactly, e.g. other hardware "
@@ -146,13 +157,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", default="8", help="generation batch size (default 8)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when present, else CPU)")
     add_trust_remote_code(p)
-    p.add_argument("--plan-only", action="store_true", help="print the sampling plan and stop")
+    p.add_argument("--plan-only", action="store_true", help="print the plan (of --all or --sample) and stop")
     p.set_defaults(func=cmd_reproduce)
 
     p = lsub.add_parser("build", help="validate every submission and write the static site")
     p.add_argument("submissions", help="directory of submission directories (e.g. leaderboard/submissions)")
     add_output_option(p, metavar="DIR", help="site directory (replaced atomically)")
     p.add_argument("--task", default=None, choices=list(TRACKS), help="build only this track (default: every track)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="rescore every submission, ignoring and not writing the cache of validation results "
+                        "(an entry is reused only for identical files, data and scorer)")
     p.set_defaults(func=cmd_build)
 
     p = lsub.add_parser("prepare", help="make a submission directory from a consistbench eval / lm_eval output folder")

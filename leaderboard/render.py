@@ -4,8 +4,10 @@ the CSV, and the Jinja2 environment of the site's pages.
 Every drawing is deterministic text (no timestamps, fixed number formats), so identical inputs
 give byte-identical pages. The ranking table has one column group overall and one per variant
 type (accuracy then consistency, side by side), plus one group per robust family when a row on
-the track has it (:func:`robust_columns`). User text goes through Jinja2's autoescaping, and a
-CSV text cell that a spreadsheet would run as a formula is neutralised (:func:`csv_text`).
+the track has it (:func:`robust_columns`). A reproduced entry says what was regenerated
+(:func:`coverage_text`: every row, or a sample with its power). User text goes through Jinja2's
+autoescaping, and a CSV text cell that a spreadsheet would run as a formula is neutralised
+(:func:`csv_text`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,11 +71,33 @@ def fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
+# What a reproduction checked: the record's fields that the JSON and the CSV carry
+COVERAGE_FIELDS = ("mode", "rows_checked", "rows_total", "detectable_share", "power")
+
+
+def coverage_text(r: Mapping | None) -> str:
+    """What a reproduction regenerated, in words: ``all N rows``, or ``a sample of n rows of N
+    (detects a forged share >= p with probability q)``; ``a sample (size not recorded)`` when the
+    summary lacks the figures. "all" only when the record says so and counts every row."""
+    r = r or {}
+    n, total = r.get("rows_checked"), r.get("rows_total")
+    if r.get("mode") == "all" and isinstance(total, int) and n == total:
+        return f"all {total:,} rows"
+    if not isinstance(n, int) or not isinstance(total, int):
+        return "a sample (size not recorded)"
+    text = f"a sample of {n:,} rows of {total:,}"
+    p, q = r.get("detectable_share"), r.get("power")
+    if isinstance(p, (int, float)) and isinstance(q, (int, float)):
+        text += f" (detects a forged share \u2265 {p * 100:.3g}% with probability {q:.3f})"
+    return text
+
+
 def environment() -> Environment:
     """The Jinja2 environment of the site's templates: autoescaping, strict, with the labels."""
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
                       keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = fmt
+    env.filters["coverage"] = coverage_text
     env.globals.update(type_labels=TYPE_LABELS, metric_labels=METRIC_LABELS)
     return env
 
@@ -172,12 +197,18 @@ def ranking_csv(tracks: dict[str, list[RankingRow]], columns: list[Column]) -> s
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["task", "rank", "slug", "model", "parameters", "precision", "submitter", "date", "data_sha256",
-                     "verification", *[c.metric for c in columns]])
+                     "verification", *COVERAGE_FIELDS, *[c.metric for c in columns]])
     for task, rows in tracks.items():
         for r in rows:
             writer.writerow([task, r.rank, csv_text(r.slug), csv_text(r.model.name), r.model.parameters,
                              csv_text(r.model.precision), csv_text(r.submitter.name), r.date.isoformat(), r.data_sha256,
-                             r.verification,
+                             r.verification, *_coverage_cells(r.reproduction),
                              *["" if (v := r.metrics.get(c.metric)) is None or math.isnan(v) else repr(v)
                                for c in columns]])
     return buf.getvalue()
+
+
+def _coverage_cells(summary: dict | None) -> list:
+    """The CSV's reproduction cells (empty without a reproduction or a recorded figure)."""
+    summary = summary or {}
+    return ["" if (v := summary.get(k)) is None else (repr(v) if isinstance(v, float) else v) for k in COVERAGE_FIELDS]

@@ -12,6 +12,12 @@ g = min { g : C(G - F, g) / C(G, g) <= beta }, which for large G approaches
 ln(beta) / ln(1 - F/G) (29 groups for F/G = 10 %, beta = 5 %). The formula is in
 docs/LEADERBOARD.md, "Reproduction".
 
+``--all`` (the default on tracks small enough, :data:`consistbench.leaderboard.tracks.REPRODUCE`)
+regenerates every group instead (:func:`plan_all`): any forged response in more than c groups is
+then found with certainty. Either way the record states what was checked
+(:func:`coverage`): the mode, rows checked of rows total, and the forged share detected with
+which probability (:func:`detection_power`, the plan's formula at the plan's sample size).
+
 The seed is derived from the submission's content hash (so anyone can repeat the exact same
 check) plus an optional salt (:func:`sample_seed`). ``consistbench leaderboard reproduce``
 (:mod:`consistbench.leaderboard.reproduce`) draws the sample with these functions and
@@ -91,3 +97,58 @@ def verdict_of(rec: ReproductionRecord) -> str:
     ok = (rec.mismatched_groups <= rec.plan.max_mismatched_groups and rec.identical_prompts == rec.compared_docs
           and rec.chat_template_matches is not False and rec.compared_docs > 0)
     return "reproduced" if ok else "not reproduced"
+
+
+# ---------------------------------------------------------------------------------------------
+# Every row (``reproduce --all``) and what a record says it checked
+
+MODES = ("all", "sample")
+
+
+def plan_all(spec: TaskSpec, power: float = POWER, tolerated_share: float = TOLERATED_SHARE,
+             confidence: float = CONFIDENCE) -> SamplingPlan:
+    """The plan of a reproduction that regenerates every group: c tolerated mismatched groups
+    (the ``confidence``-quantile of Binomial(G, p0); 0 when p0 = 0), so a forgery touching more
+    than c groups is detected with certainty; ``forged_share`` is the smallest share that must
+    touch that many (one row when c = 0)."""
+    from scipy.stats import binom
+
+    if not 0 < power < 1 or not 0 <= tolerated_share < 1 or not 0 < confidence < 1:
+        raise ConsistbenchError("reproduction plan: need 0 < power < 1, 0 <= tolerated share < 1, 0 < confidence < 1")
+    sizes = sorted(group_sizes(spec).values(), reverse=True)
+    n_docs, n_groups = sum(sizes), len(sizes)
+    c = 0 if tolerated_share == 0 else min(int(binom.ppf(confidence, n_groups, tolerated_share)), n_groups - 1)
+    forged_rows = sum(sizes[:c]) + 1  # more than the c largest groups can hold
+    return SamplingPlan(forged_share=forged_rows / n_docs, power=power, tolerated_share=tolerated_share,
+                        confidence=confidence, n_docs=n_docs, n_groups=n_groups, forged_groups=c + 1,
+                        sample_groups=n_groups, max_mismatched_groups=c, detection_probability=1.0)
+
+
+def plan_for(spec: TaskSpec, mode: str, forged_share: float = FORGED_SHARE, power: float = POWER,
+             tolerated_share: float = TOLERATED_SHARE, confidence: float = CONFIDENCE) -> SamplingPlan:
+    """The plan of a reproduction in ``mode`` (``"all"`` ignores ``forged_share``)."""
+    if mode == "all":
+        return plan_all(spec, power, tolerated_share, confidence)
+    return plan_sample(spec, forged_share, power, tolerated_share, confidence)
+
+
+def groups_for(spec: TaskSpec, mode: str, seed: int, plan: SamplingPlan) -> list[str]:
+    """The group ids a reproduction in ``mode`` regenerates, sorted."""
+    return sorted(group_sizes(spec)) if mode == "all" else choose_groups(spec, seed, plan.sample_groups)
+
+
+def detection_power(plan: SamplingPlan) -> float:
+    """P(more than c sampled groups hold a forged response) when the plan's forged share is
+    forged in as few groups as possible: the formula :func:`plan_sample` stops on, at the plan's
+    sample size (1.0 when every group is regenerated)."""
+    from scipy.stats import hypergeom
+
+    miss = float(hypergeom.cdf(plan.max_mismatched_groups, plan.n_groups, plan.forged_groups, plan.sample_groups))
+    return round(1 - miss, 6)
+
+
+def coverage(plan: SamplingPlan, mode: str, rows_checked: int) -> dict:
+    """What a record says it checked: ``mode``, ``rows_checked`` of ``rows_total``, and the
+    ``detectable_share`` of forged responses detected with probability ``power``."""
+    return {"mode": mode, "rows_checked": rows_checked, "rows_total": plan.n_docs,
+            "detectable_share": plan.forged_share, "power": detection_power(plan)}

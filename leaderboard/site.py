@@ -34,14 +34,15 @@ from consistbench.benchmark.fileio import atomic_path
 from consistbench.benchmark.metrics import ACCURACY_METRICS, CONSISTENCY_METRICS
 from consistbench.benchmark.variants import ALL_TYPES
 from consistbench.leaderboard.limits import LIMITS, read_submission_file
-from consistbench.leaderboard.render import (environment, model_charts, ranking_columns, ranking_csv,
-                                             render_ranking_table, robust_columns)
+from consistbench.leaderboard.render import (COVERAGE_FIELDS, environment, model_charts, ranking_columns,
+                                             ranking_csv, render_ranking_table, robust_columns)
 from consistbench.leaderboard.rescore import (PLAUSIBLE_IDENTICAL_GROUPS, PLAUSIBLE_MAX, PLAUSIBLE_REFERENCE_SHARE,
                                               TOLERANCE, TOLERANCE_BS)
 from consistbench.leaderboard.schema import SAFE_SLUG, ReproductionRecord, RankingRow, metadata_json_schema_text
 from consistbench.leaderboard.tracks import (LEADERBOARD_TASK, TASK_FAMILY, TRACKS, TaskSpec, load_task, metric_key,
                                              shipped_data_version)
-from consistbench.leaderboard.validate import Validated, validate_submission
+from consistbench.leaderboard.cache import validate_cached
+from consistbench.leaderboard.validate import Validated
 
 SITE_MARKER = ".consistbench-leaderboard"  # refuse to replace a directory that is not a site we built
 DEFAULT_SORT = ("rougeL", "rs")  # accuracy first: consistency alone rewards a model that says the same nothing
@@ -81,17 +82,29 @@ def ranking(validated: list[tuple[str, Validated]]) -> list[RankingRow]:
 
 
 def reproduction_summary(rec: ReproductionRecord | None) -> dict | None:
-    """The figures of a reproduction record that the site shows (None without a record)."""
+    """The figures of a reproduction record that the site shows (None without a record).
+
+    ``mode``, ``rows_checked``, ``rows_total``, ``detectable_share``, ``power``: what was
+    regenerated (:func:`consistbench.leaderboard.sampling.coverage`). A record written before
+    they were recorded was a seeded sample (the only mode then): its figures are inferred from its
+    plan and count (``mode_recorded`` false), never "all".
+    """
     if rec is None:
         return None
     p = rec.plan
-    return {"verdict": rec.verdict, "groups": len(rec.groups), "n_groups": p.n_groups, "docs": rec.compared_docs,
+    if rec.mode is None:
+        covered = {"mode": "sample", "rows_checked": rec.compared_docs, "rows_total": p.n_docs,
+                   "detectable_share": p.forged_share, "power": p.detection_probability}
+    else:
+        covered = {k: getattr(rec, k) for k in COVERAGE_FIELDS}
+    return {"mode_recorded": rec.mode is not None, "verdict": rec.verdict, "groups": len(rec.groups),
+            "n_groups": p.n_groups, "docs": rec.compared_docs,
             "exact_matches": rec.exact_matches, "exact_match_share": rec.exact_match_share,
             "exact_match_ci": rec.exact_match_ci, "mismatched_groups": rec.mismatched_groups,
-            "max_mismatched_groups": p.max_mismatched_groups, "forged_share": p.forged_share, "power": p.power,
+            "max_mismatched_groups": p.max_mismatched_groups, "forged_share": p.forged_share, "asked_power": p.power,
             "detection_probability": p.detection_probability, "seed": rec.seed, "salt": rec.salt,
             "model_args": rec.model_args, "date": rec.date.isoformat(),
-            "metrics": {m: d.model_dump() for m, d in rec.metrics.items()}}
+            "metrics": {m: d.model_dump() for m, d in rec.metrics.items()}, **covered}
 
 
 def attach_intervals(rows: list[RankingRow], validated: dict[str, Validated], spec: TaskSpec, boot=None) -> dict:
@@ -149,8 +162,9 @@ def site_json(tracks: dict[str, list[RankingRow]], specs: dict, intervals: dict 
 # ---------------------------------------------------------------------------------------------
 # Building
 
-def collect(submissions_dir: str | Path, task: str | None = None) -> list[tuple[str, Validated]]:
-    """Validate every submission directory (sorted by name); the first invalid one stops the build."""
+def collect(submissions_dir: str | Path, task: str | None = None, *, use_cache: bool = True) -> list[tuple[str, Validated]]:
+    """Validate every submission directory (sorted by name); the first invalid one stops the build.
+    ``use_cache``: reuse unchanged submissions' results (:mod:`~consistbench.leaderboard.cache`)."""
     root = Path(submissions_dir)
     if not root.is_dir():
         raise ConsistbenchError(f"{root}: not a directory")
@@ -169,7 +183,7 @@ def collect(submissions_dir: str | Path, task: str | None = None) -> list[tuple[
                 raise ConsistbenchError(f"{d}: submission directory names use lower-case letters, digits, '.', '_' "
                                         "and '-' (they become page names)")
             try:
-                out.append((d.name, validate_submission(d, task=task)))
+                out.append((d.name, validate_cached(d, task=task, use_cache=use_cache)[0]))
             except ConsistbenchError as exc:
                 raise ConsistbenchError(f"submission {d.name!r} is invalid: {exc}") from None
             bar.advance(job)
@@ -196,13 +210,14 @@ def sections_of(validated: list[tuple[str, Validated]], task: str | None = None)
     return keys, task_of, descriptions
 
 
-def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | None = None) -> dict[str, list[RankingRow]]:
+def build_site(submissions_dir: str | Path, site_dir: str | Path, task: str | None = None, *,
+               use_cache: bool = True) -> dict[str, list[RankingRow]]:
     """Validate, rank per track and write the site; ``site_dir`` is replaced atomically."""
     site_dir = Path(site_dir)
     if site_dir.exists() and (not site_dir.is_dir() or (any(site_dir.iterdir()) and not (site_dir / SITE_MARKER).exists())):
         raise ConsistbenchError(f"{site_dir}: exists and is not a leaderboard site built by consistbench; "
                                 "choose an empty or new directory")
-    validated = collect(submissions_dir, task)
+    validated = collect(submissions_dir, task, use_cache=use_cache)
     names, task_of, descriptions = sections_of(validated, task)
     specs = {key: load_task(task_of[key][0], task_of[key][1]) for key in names}
     tracks = {key: ranking([(slug, v) for slug, v in validated if (v.task, v.data_sha256) == task_of[key]])

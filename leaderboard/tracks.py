@@ -34,6 +34,20 @@ TRACKS = {
                           "(stratified by variant type; the reference method's evaluation set)"),
 }
 
+# Reproduction (`consistbench leaderboard reproduce`): "all" regenerates every row of the track,
+# "sample" a seeded sample of whole groups (leaderboard.sampling). A track regenerates every row
+# by default when that fits the budget below: at most REPRODUCE_ALL_MAX_ROWS rows, about 10 minutes
+# for a 135M-parameter model on a 2-core CPU (the small track's 836 rows take ~7 minutes to
+# generate there). The main track (5,971 rows, ~50 minutes there) samples.
+REPRODUCE_ALL_MAX_ROWS = 1000
+REPRODUCE = {"consistency": "sample", "consistency_mini": "all", "consistency_small": "all"}
+
+
+def reproduce_mode(task: str) -> str:
+    """The default reproduction of a track: ``"all"`` (every row) or ``"sample"``."""
+    return REPRODUCE.get(task, "sample")
+
+
 # Robust families: track -> {family: task}
 ROBUST_TASKS = {
     "consistency": {f: f"consistency_{f}" for f in ROBUST_TYPES},
@@ -67,6 +81,7 @@ class TaskSpec:
     generation_kwargs: dict
     docs: list[dict]  # in the task's order: doc_id i is docs[i]
     rs_threshold: float
+    run_task: str = ""  # the lm-eval task that generates these docs (``consistency_mini_v2`` on v2)
 
 
 def shipped_data_version() -> str:
@@ -102,7 +117,7 @@ def load_task(task: str, data_sha256: str | None = None) -> TaskSpec:
                     # *_stderr entries are uncertainty estimates, not scores: not rescored here
                     metrics=[m["metric"] for m in config["metric_list"] if not m["metric"].endswith("_stderr")],
                     generation_kwargs=dict(config.get("generation_kwargs") or {}), docs=docs,
-                    rs_threshold=float(meta.get("rs_threshold", 0.8)))
+                    rs_threshold=float(meta.get("rs_threshold", 0.8)), run_task=yaml_name)
 
 
 def frozen_version_of(res: dict, task: str) -> str | None:

@@ -131,7 +131,7 @@ def _robust_families(directory: Path, meta: SubmissionMetadata, res: dict, resul
     out = _Family()
     for task, name in robust_samples_files(directory, meta, res, results_path, track).items():
         try:
-            spec = load_task(task)
+            spec = load_task(task, frozen_version_of(res, task))  # the version the track was run on
             check_results(results_path, res, spec)
             check_shipped_templates(results_path, res, task)
             path = inside(directory, name, f"{task} samples")

@@ -26,6 +26,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+@pytest.fixture(autouse=True)
+def _own_leaderboard_cache(tmp_path_factory, monkeypatch):
+    """Each test its own cache of leaderboard validation results (none reused across tests, none in ~/.cache)."""
+    monkeypatch.setenv("CONSISTBENCH_LEADERBOARD_CACHE", str(tmp_path_factory.mktemp("lb-cache")))
+
+
 def make_row(gid: str, vtype: str, question: str, *, split: str = "test", reference: str = "Use copy.copy().",
              context: str = "Use copy.copy() for shallow copies.", passage: str | None = None, **extra) -> dict:
     from consistbench.benchmark.schema import VARIANT_SUFFIX

@@ -128,3 +128,23 @@ def test_leaderboard_rescoring_uses_the_version_a_submission_was_made_on():
     assert T.frozen_version_of(res, "consistency_mini") in (V1_SHA, None)  # None while v1 is also current
     assert T.frozen_version_of({"configs": {"consistency_mini": {"metadata": {"data_sha256": "0" * 64}}}},
                                "consistency_mini") is None
+
+
+@pytest.mark.parametrize("name", sorted(FROZEN))
+def test_a_frozen_entry_is_regenerated_by_its_frozen_task(name):
+    """Reproducing an entry made on an earlier version runs that version's task (same prompts,
+    frozen rows), not the current one, whose documents differ."""
+    from consistbench.leaderboard import tracks as T
+
+    _, sha, _ = FROZEN[name]
+    spec = T.load_task("consistency_mini", sha)
+    assert spec.name == "consistency_mini" and spec.run_task == f"consistency_mini_{name}"
+    assert T.load_task("consistency_mini").run_task == "consistency_mini"
+
+
+def test_the_frozen_v2_template_family_finds_the_shipped_template_set():
+    from consistbench.tasks.consistency import utils
+
+    docs = list(utils.load(subset="mini", data_version="v2", robust="template")["test"])
+    variants = [d for d in docs if d["variant_type"] == "template"]
+    assert variants and all(d["template_id"] and d["template_id"] != "default" for d in variants)
