@@ -14,35 +14,28 @@ L2-normalised. The per-row cosine similarity matrix over the N queries is ``S_k^
 reference ``S_r`` is the cosine similarity of the sentence encoder's embeddings of the bare
 questions (the embedded all-MiniLM-L6-v2 by default). Then
 
-    d_k^l = distance(S_k^l - S_r)            over the off-diagonal entries
+    d_k^l = distance(S_k^l, S_r)
     w_k^l = total * normalise_k(d_k^l)       smaller distance -> larger weight; sum_k w_k^l = total
 
-Options (all recorded in the JSON and in the merged model's card):
+``distance`` (what is compared; docs/MERGING.md says why each exists):
 
-- ``distance``: ``mean_abs`` (default; mean |S_k - S_r|, the paper's |S_k^l - S_r| read entrywise),
-  ``frobenius`` (||S_k - S_r||_F), ``max_abs``.
-- ``compare``: ``raw`` (default): d_k^l as above; ``delta``: d_k^l minus the base model's
-  d_base^l at the same row (negative = the fine-tune moved that layer closer to the reference
-  than the base). Under the default softmax the two give *identical* weights, because softmax
-  is invariant to subtracting one number per row; ``raw`` is the default because it is the
-  paper's formula and also valid for ``inverse_power``, which needs positive distances (``delta``
-  with ``inverse_power`` is rejected). The base's distance is recorded either way.
-- ``normalisation``: ``softmax`` (default): ``w = total * softmax(-d / tau)`` with
-  ``tau = temperature * d_base^l`` when ``temperature_scale`` is ``base`` (default), so the
-  temperature is in units of the base model's own distance at that row: distances differ
-  2-3x between rows and between model sizes, and fine-tunes differ from the base by a few per
-  cent, so one absolute temperature cannot fit every row. With the default 0.05, a model 5 %
-  of the base's distance closer than another gets e (2.7) times its weight.
-  ``temperature_scale: absolute`` uses ``tau = temperature``. ``inverse_power``:
-  ``w = total * d^-p / sum_j d_j^-p`` (``power`` p, default 2).
-- ``total`` (default 1.0): the per-row sum of the weights. With 1.0 the merge
-  ``theta_base + sum_k w_k delta_k`` is a weighted average of the fine-tunes (sum_k w_k theta_k);
-  K would add every task vector at its average weight 1 (task-arithmetic scale).
+- ``paper`` (default): ``norm(S_k - S_r)`` over the off-diagonal entries, the paper's |S_k^l - S_r|.
+  An LM's similarities share a large offset (anisotropy), so this is mostly mean(S_k) - mean(S_r).
+- ``centered``: both matrices double-centred (``H S H``, ``H = I - 11'/N``: the Gram matrix of the
+  mean-centred representations) and scaled to unit RMS over the off-diagonal entries, then
+  ``norm`` of the difference: invariant to ``S -> a S + c`` (``a > 0``).
+- ``cka``: ``1 - `` linear CKA (Kornblith et al., 2019) from the two Gram matrices,
+  ``<H S_k H, H S_r H>_F / (||H S_k H||_F ||H S_r H||_F)``; 0 for identical representations.
+- ``within_group``: ``norm(S_k - S_r)`` over the pairs of queries of the same dev group only.
 
-Memory: the dev set is streamed in batches; forward hooks pool each batch's hidden states at
-once, so token-level activations are never kept. Per model only the pooled query vectors
-(N x hidden per row, ~37 MB for 512 queries of SmolLM2) live until that model's ``S`` is
-built; after that only the N x N matrices are kept. ``lm_head`` is not run (no logits).
+``norm`` (``mean_abs`` default, ``frobenius``, ``max_abs``) is for ``paper``, ``centered`` and
+``within_group``. Every kind that can be computed is kept per row and model in the file
+(``all_distances``); the weights use ``distance``. The other options are the fields of
+:class:`~consistbench.reference_method.weights_file.WeightsOptions` (meaning and defaults there
+and in docs/MERGING.md); all are recorded in the file and the merged model's card.
+
+Memory: the dev set streams in batches and forward hooks pool each batch at once; per model only
+the pooled vectors (N x hidden per row) live until its ``S`` is built, then only N x N matrices.
 
 The file this writes (format, options model, reading and checking it) is
 :mod:`consistbench.reference_method.weights_file`; its heatmap, :mod:`.weights_chart`.
@@ -54,6 +47,7 @@ import hashlib
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +64,7 @@ from consistbench.reference_method.merge.io import LazyModel
 from consistbench.reference_method.merge.layout import assign, layout_for, model_modules, num_layers
 from consistbench.reference_method.weights_chart import plot_heatmap
 from consistbench.reference_method.weights_file import (
+    DISTANCE_KINDS,
     FORMAT,
     FORMAT_VERSION,
     WeightsOptions,
@@ -88,6 +83,7 @@ DEFAULT_DEV = Path(__file__).resolve().parents[1] / "tasks" / "consistency" / "d
 class Query:
     context: str
     question: str
+    group: str = ""  # the dev row's group_id (an original and its variants): the within_group distance
 
 
 def load_queries(dev: str | Path | Sequence[dict], max_queries: int | None = None) -> list[Query]:
@@ -103,7 +99,7 @@ def load_queries(dev: str | Path | Sequence[dict], max_queries: int | None = Non
             if not isinstance(r.get(key), str) or not r[key].strip():
                 raise DataError(f"{where}:{r.get('__line__', '?')}: missing or empty field {key!r}")
         gid = str(r.get("group_id") or r.get("id") or len(groups))
-        groups.setdefault(gid, []).append(Query(r["context"], r["question"]))
+        groups.setdefault(gid, []).append(Query(r["context"], r["question"], gid))
     queries: list[Query] = []
     for members in groups.values():
         if max_queries and len(queries) + len(members) > max_queries:
@@ -152,8 +148,10 @@ def _decoder_parts(model):
 def model_similarities(model_dir: str | Path, queries: Sequence[Query], options: WeightsOptions,
                        tokenizer_dir: str | Path | None = None,
                        progress: Callable[[int, int], None] | None = None,
-                       threads: int | None = None) -> dict[str, np.ndarray]:
+                       threads: int | None = None, device: str | None = None,
+                       dtype: str = "float32") -> dict[str, np.ndarray]:
     """Per-row cosine similarity matrices (N x N, float32) of one model over the queries.
+    ``device``/``dtype``: where and in which torch dtype the model runs (default: CPU, float32).
 
     ``threads``: torch intra-op threads for the forward passes (default: torch's own choice).
     On a machine whose cores are busy, 1 can be twice as fast as 2 (OpenMP threads spin).
@@ -165,7 +163,7 @@ def model_similarities(model_dir: str | Path, queries: Sequence[Query], options:
         previous = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            return model_similarities(model_dir, queries, options, tokenizer_dir, progress)
+            return model_similarities(model_dir, queries, options, tokenizer_dir, progress, device=device, dtype=dtype)
         finally:
             torch.set_num_threads(previous)
 
@@ -175,7 +173,7 @@ def model_similarities(model_dir: str | Path, queries: Sequence[Query], options:
     tok.padding_side = "right"
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype)).to(device or "cpu")
     model.eval()
     inner, embed, layers, norm = _decoder_parts(model)
     keys = row_keys(len(layers))
@@ -190,7 +188,7 @@ def model_similarities(model_dir: str | Path, queries: Sequence[Query], options:
                 v = (h.float() * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
             else:
                 v = h.float()[torch.arange(h.shape[0]), state["last"]]
-            pooled[key].append(torch.nn.functional.normalize(v, dim=-1))
+            pooled[key].append(torch.nn.functional.normalize(v, dim=-1).cpu())
         return hook
 
     handles = [embed.register_forward_hook(pool("embed")), norm.register_forward_hook(pool("final"))]
@@ -209,10 +207,11 @@ def model_similarities(model_dir: str | Path, queries: Sequence[Query], options:
             mask = (e > spans[:, :1]) & (s < spans[:, 1:]) & (e > s) & enc["attention_mask"].bool()
             if not mask.any(1).all():
                 raise ConsistbenchError("a query has no tokens inside its question span")
-            state["mask"] = mask.float()
-            state["last"] = mask.shape[1] - 1 - mask.flip(1).float().argmax(1)
+            state["mask"] = mask.float().to(model.device)
+            state["last"] = (mask.shape[1] - 1 - mask.flip(1).float().argmax(1)).to(model.device)
             with torch.inference_mode():
-                inner(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], use_cache=False)
+                inner(input_ids=enc["input_ids"].to(model.device), attention_mask=enc["attention_mask"].to(model.device),
+                      use_cache=False)
             if progress:
                 progress(min(start + len(rendered), len(queries)), len(queries))
     finally:
@@ -242,7 +241,7 @@ class Similarities:
     base: dict[str, np.ndarray]
     models: list[dict[str, np.ndarray]]
     num_layers: int
-    meta: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # "dev" (path, size, sha256) and "groups" (one id per query)
 
     def save(self, path: str | Path) -> Path:
         arrays = {"reference": self.reference}
@@ -271,8 +270,9 @@ class Similarities:
 
 def collect_similarities(base: str | Path, models: Sequence[str | Path], queries: Sequence[Query],
                          options: WeightsOptions, log: Callable[[str], None] | None = None,
-                         threads: int | None = None) -> Similarities:
-    """Run the base and every model over the queries (one model in memory at a time)."""
+                         threads: int | None = None, device: str | None = None, dtype: str = "float32") -> Similarities:
+    """Run the base and every model over the queries (one model in memory at a time; ``device``/``dtype``
+    as in :func:`model_similarities`)."""
     log = log or (lambda _msg: None)
     t0 = time.perf_counter()
     s_ref = reference_similarity(queries, options.encoder)
@@ -280,7 +280,7 @@ def collect_similarities(base: str | Path, models: Sequence[str | Path], queries
     out: list[dict[str, np.ndarray]] = []
     for i, path in enumerate([base, *models]):
         t1 = time.perf_counter()
-        out.append(model_similarities(path, queries, options, tokenizer_dir=base, threads=threads))
+        out.append(model_similarities(path, queries, options, tokenizer_dir=base, threads=threads, device=device, dtype=dtype))
         log(f"{'base' if i == 0 else f'model {i}'} {Path(path).name}: {time.perf_counter() - t1:.1f}s")
     n_layers = len(out[0]) - 2
     return Similarities(reference=s_ref, base=out[0], models=out[1:], num_layers=n_layers)
@@ -289,22 +289,60 @@ def collect_similarities(base: str | Path, models: Sequence[str | Path], queries
 # ---------------------------------------------------------------------------------------------
 # distances and weights
 
-def _off_diagonal(n: int):
-    return np.triu_indices(n, k=1)
-
-
-DISTANCES: dict[str, Callable[[np.ndarray], float]] = {
-    # x: the upper-triangle (i < j) entries of S_k - S_r; the matrices are symmetric.
+NORMS: dict[str, Callable[[np.ndarray], float]] = {
+    # x: the upper-triangle (i < j) entries of a difference of symmetric matrices
     "mean_abs": lambda x: float(np.mean(np.abs(x))),
     "frobenius": lambda x: float(np.sqrt(2.0 * np.sum(np.square(x, dtype=np.float64)))),
     "max_abs": lambda x: float(np.max(np.abs(x))),
 }
 
 
-def distance(s: np.ndarray, s_ref: np.ndarray, kind: str = "mean_abs") -> float:
-    """d = kind(S - S_r) over the off-diagonal entries."""
-    iu = _off_diagonal(s.shape[0])
-    return DISTANCES[kind](s[iu].astype(np.float64) - s_ref[iu].astype(np.float64))
+def double_centre(s: np.ndarray) -> np.ndarray:
+    """``H S H`` with ``H = I - 11'/N``: row, column and grand means removed (float64). For a Gram
+    matrix this is the Gram matrix of the representations minus their mean."""
+    s = np.asarray(s, dtype=np.float64)
+    return s - s.mean(axis=0, keepdims=True) - s.mean(axis=1, keepdims=True) + s.mean()
+
+
+def _standardised(s: np.ndarray, iu) -> np.ndarray:
+    return (c := double_centre(s)) / np.sqrt(np.mean(np.square(c[iu])))
+
+
+def linear_cka(s: np.ndarray, s_ref: np.ndarray) -> float:
+    """Linear CKA of two representations from their Gram matrices (Kornblith et al., 2019)."""
+    a, b = double_centre(s), double_centre(s_ref)
+    return float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
+
+
+def distance(s: np.ndarray, s_ref: np.ndarray, kind: str = "paper", norm: str = "mean_abs",
+             groups: Sequence[str] | None = None) -> float:
+    """The distance ``kind`` between a model's similarity matrix ``s`` and the reference's (module
+    docstring); ``norm`` for the entrywise kinds; ``groups`` (one id per query) for ``within_group``.
+    A version-1 kind (``mean_abs``, ``frobenius``, ``max_abs``) is ``paper`` with that norm."""
+    if kind in NORMS:
+        kind, norm = "paper", kind
+    iu = np.triu_indices(s.shape[0], k=1)
+    if kind == "cka":
+        return 1.0 - linear_cka(s, s_ref)
+    if kind == "centered":
+        with np.errstate(all="ignore"):  # a constant matrix has no spread: NaN, reported as such
+            return NORMS[norm](_standardised(s, iu)[iu] - _standardised(s_ref, iu)[iu])
+    if kind == "within_group":
+        if groups is None or len(groups) != s.shape[0]:
+            raise ConsistbenchError("the within_group distance needs the group of every dev query")
+        g = np.asarray(groups)
+        same = g[iu[0]] == g[iu[1]]
+        if not same.any():
+            raise ConsistbenchError("the within_group distance needs a dev group with at least two queries")
+        iu = (iu[0][same], iu[1][same])
+    elif kind != "paper":
+        raise ValueError(f"unknown distance {kind!r}")
+    return NORMS[norm](s[iu].astype(np.float64) - s_ref[iu].astype(np.float64))
+
+
+def within_group_pairs(groups: Sequence[str] | None) -> int:
+    """How many query pairs share a group (0 when the groups are unknown)."""
+    return sum(n * (n - 1) // 2 for n in Counter(groups or ()).values())
 
 
 def normalise(d: Sequence[float], options: WeightsOptions, base_distance: float | None = None) -> np.ndarray:
@@ -332,11 +370,25 @@ def normalise(d: Sequence[float], options: WeightsOptions, base_distance: float 
     return options.total * w
 
 
-def weights_from_similarities(sims: Similarities, options: WeightsOptions, labels: Sequence[str]) -> dict:
-    """Distances and weights per row and model; ConsistbenchError on any non-finite weight."""
+def _distances(sims: Similarities, kind: str, norm: str) -> tuple[dict, dict]:
+    """``({row: [d_k]}, {row: d_base})`` for one distance kind."""
+    groups = sims.meta.get("groups")
     keys = row_keys(sims.num_layers)
-    raw = {r: [distance(m[r], sims.reference, options.distance) for m in sims.models] for r in keys}
-    base = {r: distance(sims.base[r], sims.reference, options.distance) for r in keys}
+    raw = {r: [distance(m[r], sims.reference, kind, norm, groups) for m in sims.models] for r in keys}
+    return raw, {r: distance(sims.base[r], sims.reference, kind, norm, groups) for r in keys}
+
+
+def _mean_off_diagonal(s: np.ndarray) -> float:
+    n = s.shape[0]
+    return float((np.sum(s, dtype=np.float64) - np.trace(s, dtype=np.float64)) / (n * (n - 1)))
+
+
+def weights_from_similarities(sims: Similarities, options: WeightsOptions, labels: Sequence[str]) -> dict:
+    """Distances and weights per row and model (``options.distance``), every other computable
+    distance kind (``all_distances``) and the mean off-diagonal similarities (the shared offset the
+    ``paper`` distance mostly measures); ConsistbenchError on any non-finite weight."""
+    keys = row_keys(sims.num_layers)
+    raw, base = _distances(sims, options.distance, options.norm)
     d = {r: ([x - base[r] for x in raw[r]] if options.compare == "delta" else raw[r]) for r in keys}
     w = {r: normalise(d[r], options, base[r]).tolist() for r in keys}
     for r in keys:
@@ -349,7 +401,28 @@ def weights_from_similarities(sims: Similarities, options: WeightsOptions, label
     def split(m):
         return {"embed": m["embed"], "layers": [m[str(i)] for i in range(sims.num_layers)], "final": m["final"]}
 
-    return {"weights": split(w), "distances": split(d), "raw_distances": split(raw), "base_distances": split(base)}
+    kinds = [k for k in DISTANCE_KINDS if k != "within_group" or within_group_pairs(sims.meta.get("groups"))]
+    every = {options.distance: (raw, base)}
+    every |= {k: _distances(sims, k, options.norm) for k in kinds if k not in every}
+    mean_sim = {"reference": _mean_off_diagonal(sims.reference),
+                "models": split({r: [_mean_off_diagonal(m[r]) for m in sims.models] for r in keys}),
+                "base": split({r: _mean_off_diagonal(sims.base[r]) for r in keys})}
+    return {"weights": split(w), "distances": split(d), "raw_distances": split(raw), "base_distances": split(base),
+            "all_distances": {k: {"models": split(every[k][0]), "base": split(every[k][1])} for k in kinds},
+            "mean_similarity": mean_sim}
+
+
+def _known_groups(sims: Similarities, dev) -> list[str] | None:
+    """The dev queries' groups of saved matrices: recorded with them, or (files saved before the
+    groups were) read again from ``dev`` when its queries hash to the recorded sha256."""
+    if sims.meta.get("groups"):
+        return sims.meta["groups"]
+    recorded = sims.meta.get("dev", {})
+    try:
+        queries = load_queries(dev, recorded.get("n_queries"))
+    except (ConsistbenchError, OSError):
+        return None
+    return [q.group for q in queries] if queries_digest(queries) == recorded.get("sha256") else None
 
 
 def compute_weights(base: str | Path, models: Sequence[str | Path], dev: str | Path | Sequence[dict] = DEFAULT_DEV,
@@ -370,6 +443,7 @@ def compute_weights(base: str | Path, models: Sequence[str | Path], dev: str | P
         sims = Similarities.load(similarities_in)
         if len(sims.models) != len(models):
             raise ConsistbenchError(f"{similarities_in} holds {len(sims.models)} models, {len(models)} given")
+        sims.meta["groups"] = _known_groups(sims, dev)
         dev_meta = sims.meta.get("dev", {})
     else:
         ref = LazyModel(base, label=f"base ({Path(base).name})")
@@ -382,10 +456,16 @@ def compute_weights(base: str | Path, models: Sequence[str | Path], dev: str | P
         dev_meta = {"path": str(Path(dev).resolve()) if isinstance(dev, (str, Path)) else None,
                     "n_queries": len(queries), "sha256": queries_digest(queries)}
         sims = collect_similarities(base, models, queries, options, log=log, threads=threads)
-        sims.meta = {"dev": dev_meta}
+        sims.meta = {"dev": dev_meta, "groups": [q.group for q in queries]}
         if similarities_out:
             sims.save(similarities_out)
+    if options.distance == "within_group" and not within_group_pairs(sims.meta.get("groups")):
+        raise ConsistbenchError("distance within_group: no two dev queries share a group"
+                                + ("" if sims.meta.get("groups") else " (the groups of these saved similarities are "
+                                   "unknown: pass the dev file they were computed on)"))
     result = weights_from_similarities(sims, options, labels)
+    dev_meta = {**dev_meta, "n_groups": len(set(sims.meta.get("groups") or [])) or None,
+                "within_group_pairs": within_group_pairs(sims.meta.get("groups"))}
     return {
         "format": FORMAT, "version": FORMAT_VERSION, "consistbench_version": __version__,
         "base": {"path": str(Path(base).resolve()), "label": Path(base).name},

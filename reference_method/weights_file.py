@@ -2,13 +2,23 @@
 
 A weights file (``consistbench ref weights -o weights.json``) is one JSON document::
 
-    {"format": "consistbench-consistency-weights", "version": 1, "consistbench_version": ...,
+    {"format": "consistbench-consistency-weights", "version": 2, "consistbench_version": ...,
      "base": {"path", "label"}, "models": [{"path", "label"}, ...],
-     "dev": {"path", "n_queries", "sha256"}, "num_layers": L, "rows": ["embed", "0", ..., "final"],
-     "options": {... WeightsOptions ...},
+     "dev": {"path", "n_queries", "sha256", "n_groups", "within_group_pairs"}, "num_layers": L,
+     "rows": ["embed", "0", ..., "final"], "options": {... WeightsOptions ...},
      "weights":        {"embed": [K], "layers": [[K] x L], "final": [K]},
      "distances":      (same shape), "raw_distances": (same shape),
-     "base_distances": {"embed": x, "layers": [L], "final": x}, "seconds": ...}
+     "base_distances": {"embed": x, "layers": [L], "final": x},
+     "all_distances":  {KIND: {"models": (weights' shape), "base": (base_distances' shape)}, ...},
+     "mean_similarity": {"reference": x, "models": (weights' shape), "base": (base_distances' shape)},
+     "seconds": ...}
+
+``distances``/``raw_distances``/``base_distances`` are those of ``options.distance`` (the weights
+come from them); ``all_distances`` holds every distance kind that could be computed on the same
+matrices (``within_group`` only when the dev queries' groups are known), so two kinds can be
+compared without running a model again (:func:`consistbench.reference_method.weights_chart.plot_distances`).
+Version 1 files (no ``all_distances``, ``options.distance`` one of ``mean_abs``, ``frobenius``,
+``max_abs``) are still read: that is ``distance: paper`` with that ``norm``.
 
 This module sits below both the computation that writes the file
 (:mod:`consistbench.reference_method.consistency_weights`) and the merge method that reads it
@@ -25,23 +35,43 @@ import statistics
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from consistbench.benchmark.errors import ConsistbenchError, validation_message
 from consistbench.benchmark.fileio import write_json
 
 FORMAT = "consistbench-consistency-weights"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)  # version 1: before the distance kinds (its `distance` was today's `norm`)
+DISTANCE_KINDS = ("paper", "centered", "cka", "within_group")
+NORMS = ("mean_abs", "frobenius", "max_abs")
 
 
 class WeightsOptions(BaseModel):
-    """Every option of the weights computation, with its default (documented in
-    :mod:`consistbench.reference_method.consistency_weights`); recorded in the file."""
+    """Every option of the weights computation, with its default; recorded in the file.
+
+    - ``distance``, ``norm``: what is compared and how (:mod:`consistbench.reference_method.consistency_weights`).
+    - ``compare``: ``raw``: d_k^l; ``delta``: d_k^l minus the base's d_base^l at that row. Under
+      softmax both give *identical* weights (softmax ignores one number subtracted per row);
+      ``raw`` is the paper's formula and also valid for ``inverse_power``, which needs positive
+      distances (``delta`` with it is rejected). The base's distance is recorded either way.
+    - ``normalisation``: ``softmax``: ``w = total * softmax(-d / tau)`` with ``tau = temperature *
+      d_base^l`` when ``temperature_scale`` is ``base``: distances differ 2-3x between rows and
+      model sizes while fine-tunes differ by a few per cent, so the temperature is in units of the
+      base's own distance at that row (with 0.05, a model 5 % of it closer gets e times the
+      weight); ``absolute``: ``tau = temperature``. ``inverse_power``: ``w = total * d^-p / sum_j d_j^-p``.
+    - ``total``: the per-row sum of the weights; 1 makes the merge a weighted average of the
+      fine-tunes, K adds every task vector at an average weight of 1 (task-arithmetic scale).
+    """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     pooling: Literal["mean", "last"] = "mean"
-    distance: Literal["mean_abs", "frobenius", "max_abs"] = "mean_abs"
+    distance: Literal["paper", "centered", "cka", "within_group"] = Field(
+        "paper", description="what is compared: paper (S_k - S_r), centered (both double-centred and scaled to "
+                             "unit RMS), cka (1 - linear CKA), within_group (S_k - S_r on same-group pairs only)")
+    norm: Literal["mean_abs", "frobenius", "max_abs"] = Field(
+        "mean_abs", description="how paper, centered and within_group summarise the entrywise differences")
     compare: Literal["raw", "delta"] = "raw"
     normalisation: Literal["softmax", "inverse_power"] = "softmax"
     temperature: float = Field(0.05, gt=0)
@@ -52,6 +82,17 @@ class WeightsOptions(BaseModel):
     max_queries: int | None = Field(256, gt=1, description="dev queries used (whole groups, file order); None: all")
     chat_template: bool = Field(True, description="wrap the prompt in the tokenizer's chat template if it has one")
     encoder: str | None = Field(None, description="sentence encoder for S_r (default: embedded all-MiniLM-L6-v2)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_distance(cls, data):
+        """A version-1 ``distance`` (``mean_abs``, ``frobenius``, ``max_abs``) was the norm of S_k - S_r:
+        it reads as ``distance: paper`` with that ``norm``."""
+        if isinstance(data, dict) and data.get("distance") in NORMS:
+            if data.get("norm", data["distance"]) != data["distance"]:
+                raise ValueError(f"distance {data['distance']!r} (a version-1 norm) contradicts norm {data['norm']!r}")
+            data = {**data, "distance": "paper", "norm": data["distance"]}
+        return data
 
 
 def options_from(**kwargs) -> WeightsOptions:
@@ -148,9 +189,9 @@ def check_weights_doc(doc: dict, where: str = "weights") -> dict:
         parsed = WeightsDocument.model_validate(doc)
     except ValidationError as exc:
         raise ConsistbenchError(validation_message(exc, f"{where}: malformed weights file")) from None
-    if parsed.version != FORMAT_VERSION:
+    if parsed.version not in READ_VERSIONS:
         raise ConsistbenchError(f"{where}: weights file format version {parsed.version}, this consistbench reads "
-                                f"version {FORMAT_VERSION}")
+                                f"versions {', '.join(map(str, READ_VERSIONS))}")
     try:
         k = len(doc["models"])
         n = int(doc["num_layers"])

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from consistbench.benchmark import __version__
 from consistbench.reference_method.merge.config import MergeConfig
-from consistbench.reference_method.merge.consistency import group_weights
+from consistbench.reference_method.merge.consistency import group_weights, unchanged_summary
+from consistbench.reference_method.weights_file import WeightsOptions
 
 NON_LAYER_TEXT = {
     "measured": "embeddings: the `embed` row (measured on the embeddings' output); final norm and lm_head: "
@@ -14,6 +15,8 @@ NON_LAYER_TEXT = {
     "mean": "embeddings, final norm and lm_head: each model's mean weight over the layers",
     "base": "embeddings, final norm and lm_head: kept from the base (weight 0)",
 }
+NON_LAYER_NOTE = ("(only where a fine-tune changed those tensors: left untouched by every adapter, they are the "
+                  "base's whatever this says)")
 
 
 def _fmt(x: float) -> str:
@@ -51,25 +54,32 @@ def render_card(config: MergeConfig, params, plan, summary: dict) -> str:
 def _consistency_section(config, params, plan) -> list[str]:
     gw = group_weights(config, params, plan.num_layers)
     doc = gw["doc"]
-    o = doc["options"]
-    out = [f"- non-layer tensors ({params.non_layer}): {NON_LAYER_TEXT[params.non_layer]}",
+    o = WeightsOptions.model_validate(doc["options"]).model_dump()  # a version-1 file's distance read as today's
+    out = [f"- non-layer tensors ({params.non_layer}): {NON_LAYER_TEXT[params.non_layer]} {NON_LAYER_NOTE}",
            "", "### Consistency weights", "",
            "`theta^l = theta_base^l + sum_k w_k^l * delta_k^l`, with `w_k^l` from `consistbench ref weights` "
            "(copied here as `consistency_weights.json`).", "",
            f"- dev set: `{doc['dev'].get('path')}`, {doc['dev'].get('n_queries')} queries, "
            f"sha256 `{str(doc['dev'].get('sha256'))[:16]}`"]
-    for key in ("pooling", "distance", "compare", "normalisation", "temperature", "temperature_scale", "power",
+    for key in ("pooling", "distance", "norm", "compare", "normalisation", "temperature", "temperature_scale", "power",
                 "total", "chat_template", "encoder", "max_queries", "batch_size"):
         out.append(f"- {key}: `{o.get(key)}`")
+    changed = {r: (n - u, n) for r, u, n in unchanged_summary(plan)}
+    kept = sum(n - c for c, n in changed.values())
+    out += ["", f"Tensors no fine-tune changed (every delta exactly 0, e.g. what LoRA did not touch): {kept} of "
+                f"{sum(n for _c, n in changed.values())} float tensors. They are the base's, bit for bit, and get no "
+                "weights; a row none of whose tensors changed has weights that are not used (`changed` 0 below)."]
     labels = [m.label for m in config.models]
-    out += ["", "| row | " + " | ".join(labels) + " | base distance |",
-            "|---|" + "---:|" * (len(labels) + 1)]
+    out += ["", "| row | " + " | ".join(labels) + " | base distance | changed |",
+            "|---|" + "---:|" * (len(labels) + 2)]
     bd = doc.get("base_distances", {})
-    rows = [("embed", gw["embed"], bd.get("embed"))]
-    rows += [(f"layer {i}", w, (bd.get("layers") or [None] * plan.num_layers)[i]) for i, w in enumerate(gw["layers"])]
-    rows.append(("final", gw["final"], bd.get("final")))
-    for name, ws, d in rows:
-        out.append(f"| {name} | " + " | ".join(_fmt(x) for x in ws) + f" | {'' if d is None else _fmt(d)} |")
+    rows = [("embed", "embed", gw["embed"], bd.get("embed"))]
+    rows += [(f"layer {i}", str(i), w, (bd.get("layers") or [None] * plan.num_layers)[i])
+             for i, w in enumerate(gw["layers"])]
+    rows.append(("final", "final", gw["final"], bd.get("final")))
+    for name, key, ws, d in rows:
+        c, n = changed.get(key, (0, 0))
+        out.append(f"| {name} | " + " | ".join(_fmt(x) for x in ws) + f" | {'' if d is None else _fmt(d)} | {c}/{n} |")
     return out
 
 

@@ -164,3 +164,32 @@ def parse_size(value: str | int) -> int:
     if size <= 0:
         raise ValueError("size must be positive")
     return size
+
+
+NULL_KINDS = ("linear", "task_arithmetic")
+
+
+def null_merge_config(base: str | Path, models: list[str | Path], kind: Literal["linear", "task_arithmetic"],
+                      scale: float | None = None, *, names: list[str] | None = None, dtype: DType = "auto") -> MergeConfig:
+    """The merge a consistency merge of ``models`` is read against, as one config:
+
+    - ``linear``: the uniform average ``sum_k theta_k / K`` (equal weights, ``normalize``; ``scale``
+      must be None); the null of a consistency merge with ``total: 1`` (a weighted average);
+    - ``task_arithmetic``: ``theta_base + scale * sum_k delta_k`` (every model's weight ``scale``);
+      the null of a consistency merge with ``total: K * scale``.
+
+    ``names`` label the models in the card (default: folder names). Paths are used as given.
+    """
+    if kind not in NULL_KINDS:
+        raise ConsistbenchError(f"null merge kind {kind!r}: one of {', '.join(NULL_KINDS)}")
+    if kind == "linear" and scale is not None:
+        raise ConsistbenchError("the linear null merge is the uniform average: it takes no scale")
+    if kind == "task_arithmetic" and (scale is None or not math.isfinite(scale)):
+        raise ConsistbenchError("the task_arithmetic null merge needs a finite scale (each task vector's weight)")
+    if names is not None and len(names) != len(models):
+        raise ConsistbenchError(f"{len(names)} names for {len(models)} models")
+    weight = 1.0 if kind == "linear" else float(scale)
+    specs = [{"path": str(m), "weight": weight, **({"name": names[i]} if names else {})} for i, m in enumerate(models)]
+    parameters = {"normalize": True} if kind == "linear" else {}
+    return MergeConfig.from_dict({"method": kind, "base": str(base), "models": specs, "parameters": parameters,
+                                  "dtype": dtype}, where=f"{kind} null merge")

@@ -17,8 +17,16 @@ with ``w_k^l`` from a weights file written by ``consistbench ref weights``
 A tensor that is none of these, or an architecture missing from the layout table, is refused
 before anything is written.
 
+A tensor that *no* fine-tuned model changed (every delta exactly 0, e.g. everything LoRA did not
+touch: embeddings, norms, the LM head) is the base's tensor, bit for bit, and gets no weights
+(all 0): :func:`unchanged_tensors` finds them before the merge, the card counts them per row. A
+tensor that some models changed gets its row's weights for every model as usual (the unchanged
+ones contribute a zero delta).
+
 ``non_layer: mean`` gives the embeddings and final tensors each model's mean weight over the
-layers instead; ``non_layer: base`` keeps the base's values for them (weight 0).
+layers instead; ``non_layer: base`` keeps the base's values for them (weight 0). Both only matter
+where a fine-tune changed those tensors (a full fine-tune, or adapters on them): with LoRA on the
+linear layers they are unchanged and stay the base's whatever ``non_layer`` says.
 
 ``sparsify``: ``none`` (default); ``dare``: each delta keeps an entry with probability
 ``density`` and divides kept entries by it (peft's ``prune(..., "random", rescale=True)``);
@@ -37,6 +45,7 @@ from pydantic import Field
 
 from consistbench.benchmark.errors import ConsistbenchError
 import consistbench.reference_method.merge.ops as ops
+from consistbench.reference_method.merge.io import FLOAT_DTYPES
 from consistbench.reference_method.merge.methods import mergekit_doc
 from consistbench.reference_method.merge.registry import MethodParams, TensorInputs, merge_method
 from consistbench.reference_method.weights_file import load_weights
@@ -90,10 +99,56 @@ def group_weights(config, params: ConsistencyParams, num_layers: int | None = No
     return {"embed": embed, "layers": layers, "final": final, "doc": doc}
 
 
+PROBE = 4096  # elements compared first: a changed tensor almost always differs in them
+
+
+def _same(a, b) -> bool:
+    import torch
+
+    if a.dtype != b.dtype:  # compared as the merge computes deltas (float32, float64 for F64 inputs)
+        dt = torch.float64 if torch.float64 in (a.dtype, b.dtype) else torch.float32
+        a, b = a.to(dt), b.to(dt)
+    return bool(torch.equal(a, b))
+
+
+def unchanged_tensors(plan) -> frozenset[str]:
+    """The float tensors every input model holds exactly as the base does (all deltas 0): read once
+    from the memory-mapped files (the first ``PROBE`` elements, then the rest only if those agree)
+    and kept on the plan (``plan.unchanged``) for the card."""
+    if plan.unchanged is None:
+        out = set()
+        for name in plan.names:
+            if plan.base.tensors[name].dtype not in FLOAT_DTYPES:
+                continue
+            b = plan.base.get(name).reshape(-1)
+            if all(_same(m.get(name).reshape(-1)[:PROBE], b[:PROBE]) and _same(m.get(name).reshape(-1), b)
+                   for m in plan.models):
+                out.add(name)
+        plan.unchanged = frozenset(out)
+    return plan.unchanged
+
+
+def unchanged_summary(plan) -> list[tuple[str, int, int]]:
+    """Per row (``embed``, ``0`` .. ``L-1``, ``final``): (row, unchanged float tensors, float tensors)."""
+    unchanged = unchanged_tensors(plan)
+    counts: dict[str, list[int]] = {}
+    for name in plan.names:
+        if plan.base.tensors[name].dtype in FLOAT_DTYPES:
+            c = counts.setdefault(str(plan.group(name)), [0, 0])
+            c[0] += name in unchanged
+            c[1] += 1
+    order = ["embed", *map(str, range(plan.num_layers)), "final"]
+    return [(r, *counts[r]) for r in order if r in counts]
+
+
 def _weights(config, params: ConsistencyParams, plan):
     gw = group_weights(config, params, plan.num_layers)
+    unchanged = unchanged_tensors(plan)
+    none = [0.0] * len(config.models)
 
     def weights_for(name: str):
+        if name in unchanged:
+            return none
         g = plan.group(name)  # every tensor is assigned (build_plan with per_layer=True)
         return gw["layers"][g] if isinstance(g, int) else gw[g]
 
@@ -128,6 +183,8 @@ def consistency(t: TensorInputs, p: ConsistencyParams):
     """Layer-wise consistency-aware task arithmetic: theta_base^l + sum_k w_k^l delta_k^l."""
     import torch
 
+    if not bool(t.weights.any()):  # no weights (a tensor no model changed, or non_layer: base): the base's values
+        return t.base.clone()
     if p.sparsify == "none":
         return ops.weighted_delta_sum(t.base, t.models, t.weights).add_(t.base)
     mu = ops.merge_utils()

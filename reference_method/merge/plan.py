@@ -21,6 +21,9 @@ class MergePlan:
     num_layers: int
     layout: Layout | None = None  # None: the architecture is not in the layout table (per-layer methods refuse it)
     groups: dict[str, int | str] = field(default_factory=dict)
+    # float tensors no input model changed (every delta exactly 0), once a method has looked
+    # (merge.consistency.unchanged_tensors); None: not looked at
+    unchanged: frozenset[str] | None = None
 
     def group(self, name: str) -> int | str | None:
         """Decoder layer index, ``"embed"`` (input embeddings) or ``"final"`` (final norm, LM head);
