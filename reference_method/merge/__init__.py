@@ -7,6 +7,7 @@ Python API (what ``consistbench merge`` and ``consistbench ref reproduce`` call)
     cfg = MergeConfig.from_yaml("merge.yaml")            # or MergeConfig.from_dict({...}, relative_to=".")
     summary = merge(cfg, "out/merged")                    # checks, streams, writes atomically
     export_mergekit(cfg, "merge.mergekit.yaml")          # the same merge for mergekit
+    cfg, notes = load_merge_config("mk.yaml")            # ours or a mergekit YAML (mergekit_config)
 
 Methods: ``linear``, ``task_arithmetic``, ``ties``, ``dare_ties``, ``dare_linear`` and
 ``consistency`` (reference_method.merge.methods / .consistency); add one with
@@ -15,7 +16,7 @@ Methods: ``linear``, ``task_arithmetic``, ``ties``, ``dare_ties``, ``dare_linear
 
 import importlib
 
-_EXPORTS = {"MergeConfig": "config", "ModelSpec": "config", "merge": "engine", "export_mergekit": "engine",
+_EXPORTS = {"MergeConfig": "config", "ModelSpec": "config", "null_merge_config": "config", "merge": "engine", "export_mergekit": "mergekit_config", "load_merge_config": "mergekit_config", "from_mergekit": "mergekit_config",
             "merge_method": "registry", "MethodParams": "registry", "TensorInputs": "registry", "registered_methods": "catalog"}
 __all__ = list(_EXPORTS)
 

@@ -15,7 +15,9 @@ Memory stays near one model's size whatever K is:
 - the output is written straight to disk as it is produced (io.StreamingWriter).
 
 The output goes to a temporary folder beside ``out_dir`` that is renamed at the end; a failed
-or interrupted merge leaves nothing. An existing ``out_dir`` is replaced only if it is an
+or interrupted merge leaves nothing. A killed merge (SIGKILL, power loss) cannot clean up: its
+``.OUT.*.tmp`` folder holds an owner marker (pid, host, command), and the next merge to the same
+output removes it once that process is proven gone (:func:`~consistbench.benchmark.fileio.remove_stale_tmp`). An existing ``out_dir`` is replaced only if it is an
 earlier merge's output (it holds ``merge_config.yaml``); an input folder never is. The folder holds the weights, the base's config and
 tokenizer files, the resolved ``merge_config.yaml``, the consistency weights when used, and a
 model card ``README.md``.
@@ -30,10 +32,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
 
 from consistbench.benchmark.errors import ConsistbenchError
-from consistbench.benchmark.fileio import atomic_path, write_text
+from consistbench.benchmark.fileio import TMP_MARKER, atomic_path, mark_tmp_owner, remove_stale_tmp
 from consistbench.reference_method.merge.card import write_card
 from consistbench.reference_method.merge.config import MergeConfig
 from consistbench.reference_method.merge.io import FLOAT_DTYPES, StreamingWriter, torch_dtype
@@ -46,6 +47,7 @@ COPY_FROM_BASE = ("config.json", "generation_config.json", "tokenizer.json", "to
                   "special_tokens_map.json", "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt",
                   "tokenizer.model", "chat_template.jinja", "chat_template.json", "preprocessor_config.json")
 OUT_DTYPES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
+MERGE_COMMAND = "consistbench merge"  # the owner marker's command: leftovers of merges only are removed
 
 
 def _constant_weights(config: MergeConfig):
@@ -91,7 +93,12 @@ def merge(config: MergeConfig, out_dir: str | Path, *, log: Callable[[str], None
         log(f"{spec.name}: {len(plan.models)} models, {len(plan.names)} tensors, "
             f"{plan.model_bytes / 1e6:.0f} MB per model; checks {time.perf_counter() - t0:.1f}s")
         out_dir = Path(out_dir)
+        stale = remove_stale_tmp(out_dir, MERGE_COMMAND)  # a killed merge's leftovers, proven dead
+        for folder, owner in stale:
+            log(f"removed {folder}, left by an interrupted merge (pid {owner['pid']} on {owner['host']}, "
+                "no longer running)")
         with atomic_path(out_dir, is_dir=True) as tmp:
+            mark_tmp_owner(tmp, MERGE_COMMAND)
             writer = StreamingWriter(tmp, entries, config.shard_bytes,
                                      metadata={"merged_by": "consistbench", "merge_method": spec.name})
             try:
@@ -148,6 +155,9 @@ def merge(config: MergeConfig, out_dir: str | Path, *, log: Callable[[str], None
                        "model_bytes": plan.model_bytes, "output_bytes": writer.total_size, "tensors": len(plan.names),
                        "elementwise": elementwise, "random": random, **extra}
             write_card(tmp, config, params, plan, summary)
+            if stale:
+                summary["removed_stale"] = [str(folder) for folder, _ in stale]
+            (tmp / TMP_MARKER).unlink()
         log(f"wrote {out_dir} ({len(files)} shard{'s' if len(files) > 1 else ''}, "
             f"{writer.total_size / 1e6:.0f} MB) in {seconds:.1f}s")
         return summary
@@ -191,29 +201,3 @@ def _copy_base_files(src: Path, dst: Path, dtype: str) -> None:
             if key in cfg:
                 cfg[key] = dtype
         cfg_path.write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-
-
-def export_mergekit(config: MergeConfig, path: str | Path | None = None) -> dict:
-    """The mergekit YAML mapping for ``config`` (written to ``path`` when given).
-
-    linear, task_arithmetic and consistency (sparsify none) export exactly; ties, dare_ties,
-    dare_linear and sparsified consistency export mergekit's nearest method (docs/MERGING.md
-    lists the differences). ConsistbenchError for a method mergekit does not have.
-    """
-    spec = config.method_spec()
-    params = config.method_params()
-    if spec.mergekit is None:
-        raise ConsistbenchError(f"merge method {spec.name!r} has no mergekit equivalent to export")
-    plan = build_plan(config, needs_base=spec.needs_base, check=False, per_layer=spec.weights is not None)
-    try:
-        doc = spec.mergekit(config, params, plan)
-    finally:
-        plan.close()
-    if path is not None:
-        exact = spec.name in ("linear", "task_arithmetic") or (spec.name == "consistency" and params.sparsify == "none")
-        header = (f"# mergekit configuration exported by `consistbench merge --export-mergekit` ({spec.name}).\n"
-                  + ("# Same formula as consistbench's merge.\n" if exact else
-                     "# mergekit's nearest method: not bit-identical to consistbench's (see docs/MERGING.md).\n")
-                  + "# Run: mergekit-yaml THIS.yaml OUT_DIR --no-write-model-card [--random-seed N]\n")
-        write_text(path, header + yaml.safe_dump(doc, sort_keys=False))
-    return doc
