@@ -61,8 +61,31 @@ def render_prompt(tokenizer, context: str, question: str) -> tuple[str, int, str
     return text, offset, prefix
 
 
-def encode_row(tokenizer, context: str, question: str, reference: str) -> dict[str, Any]:
-    """Token ids of prompt + answer + eos, the prompt length and the query token span."""
+def encode_question(tokenizer, question: str) -> dict[str, Any]:
+    """The question alone, as the prompt is rendered (the user turn of the chat template, or raw),
+    cut after its last token (later tokens cannot change its states), and its token span: what
+    ``pooled_positions="question_only"`` pools."""
+    q = question.strip()
+    text, offset = q, 0
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
+                                             add_generation_prompt=True)
+        offset = text.find(q)
+        if offset < 0:
+            raise ConsistbenchError("the chat template changes the question text (cannot locate it)")
+    starts_with_bos = bool(tokenizer.bos_token) and text.startswith(tokenizer.bos_token)
+    enc = tokenizer(text, add_special_tokens=not starts_with_bos, return_offsets_mapping=True)
+    span = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if e > s and s < offset + len(q) and e > offset]
+    if not span:
+        raise ConsistbenchError(f"no token covers the question {question[:60]!r}")
+    return {"question_ids": list(enc["input_ids"][:span[-1] + 1]), "question_query_start": span[0],
+            "question_query_end": span[-1] + 1}
+
+
+def encode_row(tokenizer, context: str, question: str, reference: str, *,
+               question_only: bool = False) -> dict[str, Any]:
+    """Token ids of prompt + answer + eos, the prompt length and the query token span (and, with
+    ``question_only``, the question alone: :func:`encode_question`)."""
     if tokenizer.eos_token_id is None:
         raise ConsistbenchError("the tokenizer has no eos token: the model could never learn to stop")
     if not getattr(tokenizer, "is_fast", False):
@@ -77,8 +100,11 @@ def encode_row(tokenizer, context: str, question: str, reference: str) -> dict[s
     if not query:
         raise ConsistbenchError(f"no token covers the question {question[:60]!r}")
     answer_ids = list(tokenizer(prefix + reference.strip(), add_special_tokens=False)["input_ids"])
-    return {"input_ids": prompt_ids + answer_ids + [tokenizer.eos_token_id], "prompt_length": len(prompt_ids),
-            "query_start": query[0], "query_end": query[-1] + 1}
+    out = {"input_ids": prompt_ids + answer_ids + [tokenizer.eos_token_id], "prompt_length": len(prompt_ids),
+           "query_start": query[0], "query_end": query[-1] + 1}
+    if question_only:
+        out.update(encode_question(tokenizer, question))
+    return out
 
 
 @dataclass
@@ -88,7 +114,10 @@ class CompletionCollator:
     Features are either single encoded rows (``input_ids``, ``prompt_length``, ``query_start``,
     ``query_end``) or triplets ``{"anchor": row, "positive": row, "negative": row}``. A batch of
     B triplets becomes 3B sequences in the order anchors, positives, negatives; ``query_mask``
-    (3B x L, 1.0 on query tokens) tells the trainer what to pool.
+    (3B x L, 1.0 on query tokens) tells the trainer what to pool (rows carry it too: it tells
+    ``share_prefix`` where their question starts). Rows encoded with ``question_only`` add
+    ``question_input_ids``, ``question_attention_mask`` and ``question_query_mask`` (the question
+    alone, right-padded).
     """
 
     pad_token_id: int
@@ -118,7 +147,16 @@ class CompletionCollator:
             attention_mask[i, :size] = 1
             labels[i, start:size] = ids[start:]  # the answer and its eos; the prompt stays -100
             query_mask[i, row["query_start"]:row["query_end"]] = 1.0
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-        if triplets:
-            batch["query_mask"] = query_mask
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "query_mask": query_mask}
+        if all("question_ids" in r for r in rows):
+            width = max(len(r["question_ids"]) for r in rows)
+            q_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
+            q_attn = torch.zeros((n, width), dtype=torch.long)
+            q_mask = torch.zeros((n, width), dtype=torch.float32)
+            for i, row in enumerate(rows):
+                size = len(row["question_ids"])
+                q_ids[i, :size] = torch.tensor(row["question_ids"], dtype=torch.long)
+                q_attn[i, :size] = 1
+                q_mask[i, row["question_query_start"]:row["question_query_end"]] = 1.0
+            batch.update(question_input_ids=q_ids, question_attention_mask=q_attn, question_query_mask=q_mask)
         return batch

@@ -41,11 +41,12 @@ from consistbench.benchmark.schema import load_data
 from consistbench.reference_method import doctor
 from consistbench.reference_method.doctor import check_architecture
 from consistbench.reference_method.collator import CompletionCollator, encode_row
-from consistbench.reference_method.save import CARD_NAME, library_versions, save_trained_model
+from consistbench.reference_method.save import CARD_NAME, activity_summary, library_versions, save_trained_model
 from consistbench.reference_method.consistency_config import ConsistencyConfig
 from consistbench.reference_method.triplets import MiningConfig, Triplet, mine_triplets, select_rows
 
 RUN_NAME = "consistbench_run.json"
+HISTORY_NAME = "loss_history.json"  # ConsistencyTrainer's history in each checkpoint (consistency_trainer.HISTORY_NAME)
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -61,15 +62,17 @@ class PreparedData:
 
 
 def prepare_data(rows: Sequence, variant_type: str, tokenizer, *, mining: MiningConfig, max_length: int,
-                 source: str = "data", examples: str = "triplets") -> PreparedData:
+                 source: str = "data", examples: str = "triplets", question_only: bool = False) -> PreparedData:
     """Select the rows of ``variant_type`` and tokenize them: as mined triplets (``examples="triplets"``,
     the SFT + triplet loss), or each row once (``examples="rows"``, the paper's plain SFT baseline:
-    originals and variants, a variant's target being its group's reference)."""
+    originals and variants, a variant's target being its group's reference). ``question_only`` also
+    encodes each question alone (``pooled_positions="question_only"``)."""
     selected = select_rows(rows, variant_type)
     if not any(r.variant_type != "original" for r in selected):
         raise ConsistbenchError(f"{source}: no {variant_type} variants: the synthetic set is empty for this type")
     if examples == "rows":
-        encoded = [encode_row(tokenizer, r.context, r.question, r.reference) for r in selected]
+        encoded = [encode_row(tokenizer, r.context, r.question, r.reference, question_only=question_only)
+                   for r in selected]
         items = [e for e in encoded if len(e["input_ids"]) <= max_length]
         if not items:
             raise ConsistbenchError(f"{source}: every row is longer than max_length={max_length} tokens")
@@ -84,7 +87,7 @@ def prepare_data(rows: Sequence, variant_type: str, tokenizer, *, mining: Mining
     def enc(rid: str) -> dict:
         if rid not in cache:
             r = by_id[rid]
-            cache[rid] = encode_row(tokenizer, r.context, r.question, r.reference)
+            cache[rid] = encode_row(tokenizer, r.context, r.question, r.reference, question_only=question_only)
         return cache[rid]
 
     items, kept, dropped = [], [], 0
@@ -152,6 +155,13 @@ def validate_checkpoint(path: str | Path) -> dict:
                 torch.load(file, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise broken(name, f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    history = path / HISTORY_NAME
+    if history.is_file():  # written by this trainer since it records activity (older checkpoints have none)
+        try:
+            if not isinstance(json.loads(history.read_text(encoding="utf-8")), list):
+                raise ValueError("not a list")
+        except (OSError, ValueError) as exc:
+            raise broken(HISTORY_NAME, f"{type(exc).__name__}: {exc}") from None
     return state
 
 
@@ -165,14 +175,21 @@ def run_fingerprint(model_dir: Path, data_sha: str, variant_type: str, mining: M
 
 
 def load_model(model_dir: Path, config: ConsistencyConfig):
+    """The base model in ``config.model_dtype`` (float32 unless set), with LoRA adapters when
+    ``config.use_lora``; with gradient checkpointing, its inputs require grad (what peft needs for
+    adapters inside checkpointed blocks)."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": "auto"}[getattr(config, "model_dtype",
+                                                                                             "float32")]
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32,
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype,
                                                      trust_remote_code=config.trust_remote_code)
     except Exception as exc:
         raise ConsistbenchError(f"{model_dir}: cannot load the model ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if config.use_lora and config.gradient_checkpointing:
+        model.enable_input_require_grads()
     if config.use_lora:
         from peft import get_peft_model
 
@@ -215,7 +232,8 @@ def train(model_dir: str | Path, data: str | Path, variant_type: str, output_dir
     rows = load_data(data)
     data_sha = file_sha256(data)
     prepared = prepare_data(rows, variant_type, tokenizer, mining=mining, max_length=config.max_length,
-                            source=str(data), examples=config.examples)
+                            source=str(data), examples=config.examples,
+                            question_only=config.pooled_positions == "question_only")
     log(f"{variant_type}: {prepared.rows} rows, {len(prepared.items)} {config.examples}"
         + (f" ({prepared.dropped_too_long} dropped: longer than {config.max_length} tokens)"
            if prepared.dropped_too_long else ""))
@@ -250,6 +268,8 @@ def train(model_dir: str | Path, data: str | Path, variant_type: str, output_dir
     trainer = ConsistencyTrainer(model=model, args=config, train_dataset=prepared.items,
                                  data_collator=CompletionCollator(tokenizer.pad_token_id),
                                  processing_class=tokenizer, callbacks=list(callbacks or []))
+    if resume_from:
+        trainer.load_history(resume_from)
     if trainer.accelerator.is_main_process:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         write_json(ckpt_dir / RUN_NAME, fingerprint)
@@ -271,8 +291,11 @@ def train(model_dir: str | Path, data: str | Path, variant_type: str, output_dir
                      "dropped_too_long": prepared.dropped_too_long},
             "mining": mining.to_json(), "training": config.loss_settings(),
             # how the steps were computed (same loss either way; the float rounding differs)
-            "compute": {"answer_logits_only": bool(config.answer_logits_only and getattr(trainer, "_answer_path", False)),
-                        "torch_threads": torch.get_num_threads()},
+            "compute": {"answer_logits_only": bool(config.answer_logits_only and trainer.answer_path_used),
+                        "torch_threads": torch.get_num_threads(), **config.compute_settings(),
+                        **({"positions_computed": trainer.compute_stats["positions"],
+                            "tokens": trainer.compute_stats["tokens"]} if trainer.compute_stats["tokens"] else {})},
+            "triplet_activity": activity_summary(getattr(trainer, "loss_history", [])),
             "doctor": [f.to_json() for f in findings], "resumed_from": str(resume_from) if resume_from else None,
             "global_step": trainer.state.global_step, "train_wall_s": round(wall, 1),
             "train_runtime_s": result.metrics.get("train_runtime"),
@@ -297,5 +320,18 @@ def _readme(card: dict) -> str:
             f"{t['pooling']} pooling of hidden_states[{t['pooling_layer']}] over the query tokens)\n"
             f"- {'LoRA r=' + str(t['lora_r']) + ', merged' if t['use_lora'] else 'full fine-tuning'}, "
             f"lr {t['learning_rate']}, {t['num_train_epochs']} epoch(s), {card['global_step']} steps\n"
-            f"- generation config: the benchmark's evaluation settings (greedy, max_new_tokens 64)\n\n"
+            f"- generation config: the benchmark's evaluation settings (greedy, max_new_tokens 64)\n"
+            + _activity_line(card.get("triplet_activity")) + "\n"
             f"Every setting is in `{CARD_NAME}`.\n")
+
+
+def _activity_line(activity: dict | None) -> str:
+    if not activity or not activity.get("first"):
+        return ""
+
+    def one(h: dict) -> str:
+        ratio = f", gradient ratio {h['grad_ratio']:.3f}" if h.get("grad_ratio") is not None else ""
+        return (f"step {h['step']}: {100 * h['active']:.0f} % of triplets active, d(A,P) {h['d_ap']:.3f}, "
+                f"d(A,N) {h['d_an']:.3f}{ratio}")
+
+    return f"- triplet term at {one(activity['first'])}; at {one(activity['last'])}\n"

@@ -54,7 +54,10 @@ def test_collator_masks_the_prompt_and_keeps_eos_even_when_pad_is_eos(tiny_llama
         assert labels[start:size].tolist() == enc["input_ids"][start:]
         assert labels[size - 1].item() == tok.eos_token_id  # the eos is a label, though it equals the pad id
         assert (labels[size:] == IGNORE_INDEX).all() and (batch["attention_mask"][i, size:] == 0).all()
-    assert "query_mask" not in batch
+    # rows carry the query span too (share_prefix groups rows by the tokens before it)
+    for i, enc in enumerate((short, long)):
+        assert batch["query_mask"][i].nonzero().flatten().tolist() == list(range(enc["query_start"], enc["query_end"]))
+    assert "question_input_ids" not in batch  # only rows encoded with question_only
 
 
 def test_collator_lays_out_triplets_anchor_positive_negative(tokenizer):
@@ -77,3 +80,30 @@ def test_naive_pad_masking_would_drop_the_eos(tiny_llama_dir):
     ids = tok("Use copy.copy().", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     labels = DataCollatorForLanguageModeling(tok, mlm=False)([{"input_ids": ids}])["labels"][0]
     assert labels[-1].item() == IGNORE_INDEX
+
+
+def test_question_only_encodes_the_question_alone_in_the_chat_template(tokenizer):
+    """pooled_positions="question_only": the question as the user turn, cut after its last token; its span."""
+    from copy import deepcopy
+
+    q, a, c = QUESTIONS[0]
+    enc = encode_row(tokenizer, c, q, a, question_only=True)
+    ids = enc["question_ids"]
+    assert tokenizer.decode(ids[enc["question_query_start"]:enc["question_query_end"]]).strip() == q
+    assert enc["question_query_end"] == len(ids)  # nothing after the question: later tokens cannot change its states
+    templated = tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True)
+    assert tokenizer.decode(ids) == templated[:templated.index(q) + len(q)]
+    assert c.split()[0] not in tokenizer.decode(ids)  # no passage
+    raw = deepcopy(tokenizer)
+    raw.chat_template = None
+    enc_raw = encode_row(raw, c, q, a, question_only=True)
+    assert raw.decode(enc_raw["question_ids"]).strip() == q
+    # the collator pads them into question_* tensors in the sequences' order
+    items = [enc, encode_row(tokenizer, QUESTIONS[1][2], QUESTIONS[1][0], QUESTIONS[1][1], question_only=True)]
+    batch = CompletionCollator(tokenizer.pad_token_id)(items)
+    for i, e in enumerate(items):
+        n = len(e["question_ids"])
+        assert batch["question_input_ids"][i, :n].tolist() == e["question_ids"]
+        assert batch["question_attention_mask"][i].sum().item() == n
+        assert batch["question_query_mask"][i].nonzero().flatten().tolist() == \
+            list(range(e["question_query_start"], e["question_query_end"]))
