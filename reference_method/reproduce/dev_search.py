@@ -20,7 +20,7 @@ from pathlib import Path
 from consistbench.benchmark import evaluate
 from consistbench.benchmark.errors import ConsistbenchError
 from consistbench.benchmark.fileio import write_json
-from consistbench.reference_method.reproduce.jobs import evaluate_model
+from consistbench.reference_method.reproduce.evaluation import evaluate_model
 from consistbench.reference_method.reproduce.run_folder import Run, append_record, read_records, results_file
 
 RULE = "highest dev mean of EM and RS"

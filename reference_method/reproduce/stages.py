@@ -2,19 +2,20 @@
 
 Each stage takes the :class:`~consistbench.reference_method.reproduce.run_folder.Run`, writes its
 output atomically and is skipped when that output exists (what each writes: the package's
-docstring). A stage is added by writing ``stage_NAME(run)`` (here or in a module of its own)
-and listing it in :data:`STAGES` at its place in the order; ``--stages`` and the help text
-follow the table.
+docstring). A stage is added by writing ``stage_NAME(run)`` (here or in a module of its own:
+:mod:`.search_stages`, :mod:`.merge_stages`) and listing it in :data:`STAGES` at its place in the
+order; ``--stages`` and the help text follow the table.
+
+With a launcher on several machines, the machine of rank 0 runs the stages and posts each launched
+job; every other machine only follows (:class:`~.launch.JobBoard`).
 """
 
 from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from consistbench.benchmark.errors import ConsistbenchError
 from consistbench.benchmark.fileio import write_json, write_jsonl, write_text
@@ -22,27 +23,35 @@ from consistbench.benchmark.schema import load_data
 from consistbench.benchmark.variants.paraphrase import make_paraphraser
 from consistbench.reference_method import doctor
 from consistbench.reference_method.collator import encode_row
-from consistbench.reference_method.merge.engine import merge
-from consistbench.reference_method.reproduce.charts import bar_chart, search_chart
-from consistbench.reference_method.reproduce.dev_search import (
-    Candidate,
-    best_on_dev,
-    choose_setting,
-    score_on_dev,
-    write_chosen,
-)
+from consistbench.reference_method.reproduce.charts import bar_chart
+from consistbench.reference_method.reproduce.evaluation import evaluate_model
 from consistbench.reference_method.reproduce.jobs import (
-    evaluate_model,
-    merge_config,
+    arm_budget,
+    card_of,
+    rebuild,
     run_config,
-    specialised_weights,
+    run_mining,
+    train_data,
     train_model,
 )
-from consistbench.reference_method.reproduce.presets import SPECIALISED, training_runs
+from consistbench.reference_method.reproduce.launch import JobBoard
+from consistbench.reference_method.reproduce.merge_stages import (
+    stage_merge,
+    stage_null_merges,
+    stage_temperature,
+    stage_weights,
+)
+from consistbench.reference_method.reproduce.presets import SPECIALISED, arm_of, training_runs
 from consistbench.reference_method.reproduce.run_folder import Run, results_file, trained
+from consistbench.reference_method.reproduce.search_stages import (
+    chosen_setting,
+    stage_checkpoints,
+    stage_search,
+    stage_triplet_search,
+    triplet_choice,
+)
 from consistbench.reference_method.reproduce.table import markdown_table, print_table, table_doc
 from consistbench.reference_method.synth import default_train_file, synthesize_file
-from consistbench.reference_method.weights_file import options_from
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,148 +164,58 @@ def _select(run: Run) -> None:
 # ---------------------------------------------------------------------------------------------
 # training
 
-def stage_search(run: Run) -> None:
-    """``search/search.jsonl``, ``chosen.json``, ``search.png``: each setting of the preset's grid
-    trains the all-data SFT + triplet model, scored on dev; the best becomes ``models/sft_triplet_all``."""
-    grid = run.preset.search_grid
-    if not grid:
-        run.log("[search] no search grid in this preset: skipped")
-        return
-    chosen_file, records_file = run.search_dir / "chosen.json", run.search_dir / "search.jsonl"
-    if chosen_file.is_file():
-        run.log(f"[search] {chosen_file} exists: skipped")
-        return
-    candidates = [_setting_candidate(run, i, setting) for i, setting in enumerate(grid)]
-    records = score_on_dev(run, records_file, candidates, lambda r: _setting_key(r["setting"]))
-    best = choose_setting(records, run.preset.train)
-    search_chart(records, best, run.search_dir / "search.png")
-    # the chosen model *is* the all-data SFT + triplet model (same base, data and settings): keep it
-    target, src = run.model_dir("sft_triplet_all"), Path(best["model"])
-    if not trained(target) and trained(src):
-        if target.exists():
-            shutil.rmtree(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        src.rename(target)
-    write_chosen(chosen_file, best, ("id", "setting", "task", "em", "rs", "score"),
-                 ties="fewer steps, then grid order")
-    shutil.rmtree(run.search_dir / "models", ignore_errors=True)  # the others are reproducible from the grid
-    run.log(f"[search] chosen {best['id']} {best['setting']} (dev EM+RS mean {best['score']:.4f})")
-
-
-def _setting_key(setting: dict) -> str:
-    return json.dumps(setting, sort_keys=True)
-
-
-def _setting_candidate(run: Run, i: int, setting: dict) -> Candidate:
-    """Setting ``i`` of the search grid: the all-data SFT + triplet model trained with it."""
-    sid = f"s{i}"
-    model = run.search_dir / "models" / sid
-
-    def build() -> Path:
-        if not trained(model):
-            train_model(run, f"search {sid} train", model, "all",
-                        run_config(run, "sft_triplet_all", run.preset.triplet_alpha, setting))
-        return model
-
-    return Candidate(name=f"search {sid}", key=_setting_key(setting), build=build,
-                     eval_dir=run.search_dir / "eval" / sid, head={"id": sid, "setting": setting},
-                     tail={"model": str(model)}, note=f"{setting}: ")
-
-
-def chosen_setting(run: Run) -> dict | None:
-    """The setting the search chose (None for a preset without a search); refuses to guess before it ran."""
-    if not run.preset.search_grid:
-        return None
-    path = run.search_dir / "chosen.json"
-    if not path.is_file():
-        raise ConsistbenchError(f"[train] {path}: no chosen setting yet (run the search stage first)")
-    return json.loads(path.read_text(encoding="utf-8"))["setting"]
-
-
 def stage_train(run: Run) -> None:
-    """``models/<name>/``: every model of :func:`~.presets.training_runs`, with the search's choice."""
-    setting = chosen_setting(run)
+    """``models/<name>/``: every model of :func:`~.presets.training_runs`, with the dev choices (a model
+    whose folder is gone but whose adapter and card are kept is rebuilt, not trained)."""
+    setting, triplet = chosen_setting(run), triplet_choice(run)
+    curve = run.preset.eval_checkpoints
     for name, vtype, alpha in training_runs(run.preset):
         if run.only is not None and name not in run.only:
             continue
         out = run.model_dir(name)
-        if trained(out):
+        if trained(out) or rebuild(run, name, out):
             run.log(f"[train {name}] {out} exists: skipped")
             continue
-        train_model(run, f"train {name}", out, vtype, run_config(run, name, alpha, setting))
+        config = run_config(run, name, alpha, setting, triplet)
+        keep = bool(curve) and name == run.preset.checkpoint_arm
+        if keep:  # a checkpoint at every fraction of the curve's grid (its smallest step)
+            config.save_steps = min(curve)
+        if arm_of(name) == "sft_dose":
+            dose_rows(run)
+        train_model(run, f"train {name}", out, vtype, config, run_mining(run, name, config.alpha, triplet),
+                    train_data(run, name, vtype), keep_checkpoints=keep)
 
 
-# ---------------------------------------------------------------------------------------------
-# merging
-
-def stage_weights(run: Run) -> None:
-    """``weights/weights.json`` (+ heatmap; + ``similarities.npz`` for the temperature stage)."""
-    if run.weights_file.is_file():
-        run.log(f"[weights] {run.weights_file} exists: skipped")
+def dose_rows(run: Run) -> None:
+    """``synth/train_dose.jsonl``: the SFT rows repeated (whole copies, then whole groups in a seeded order)
+    until there are as many training sequences per epoch as the three specialised models have together
+    (their cards); each copy renamed (``id~k``, ``group_id~k``) so the file stays valid data."""
+    if run.dose_file.is_file():
         return
-    options = options_from(**run.preset.weights)
-    sims = run.similarities_file if run.preset.temperatures else None
-    run.timed("weights", lambda: specialised_weights(run, options, run.weights_file, "weights",
-                                                     log=run.log, similarities_out=sims))
-
-
-def stage_merge(run: Run) -> None:
-    """``models/merged/``: the consistency merge of the specialised models (and ``merge.yaml``)."""
-    out = run.model_dir("merged")
-    if (out / "config.json").is_file():
-        run.log(f"[merge] {out} exists: skipped")
-        return
-    cfg = merge_config(run, run.weights_file)
-    write_text(run.dir / "merge.yaml", cfg.to_yaml())
-    run.timed("merge", lambda: merge(cfg, out, log=run.log))
-
-
-def stage_temperature(run: Run) -> None:
-    """Merge with each of the preset's weights temperatures (the similarities are reused, no model runs
-    again), score each merged candidate on the search task, and install the best as ``models/merged``."""
-    temps = run.preset.temperatures
-    if not temps:
-        run.log("[temperature] no temperatures in this preset: skipped")
-        return
-    chosen_file, records_file = run.search_dir / "temperature_chosen.json", run.search_dir / "temperature.jsonl"
-    if not chosen_file.is_file():
-        if not run.similarities_file.is_file():
-            raise ConsistbenchError(f"[temperature] {run.similarities_file}: missing (the weights stage keeps "
-                                    "it; remove weights/ and run the weights stage again)")
-        candidates = [_temperature_candidate(run, t) for t in temps]
-        records = score_on_dev(run, records_file, candidates, lambda r: float(r["temperature"]))
-        best = best_on_dev(records)
-        write_chosen(chosen_file, best, ("temperature", "task", "em", "rs", "score", "weights_file", "model"),
-                     ties="the earlier temperature of the list")
-    best = json.loads(chosen_file.read_text(encoding="utf-8"))
-    src, final = Path(best["model"]), run.model_dir("merged")
-    if (src / "config.json").is_file():  # install it (once; a rerun after a crash finishes the move)
-        old = final.with_name("merged.replaced")
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            final.rename(old)
-        src.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-        write_text(run.dir / "merge.yaml", merge_config(run, Path(best["weights_file"])).to_yaml())
-    run.log(f"[temperature] models/merged: temperature {best['temperature']:g} "
-            f"(dev EM+RS mean {best['score']:.4f})")
-
-
-def _temperature_candidate(run: Run, t: float) -> Candidate:
-    """The merge with the weights at temperature ``t`` (from the similarities the weights stage kept)."""
-    cand = run.search_dir / "temperature" / f"t{t:g}"
-    wfile, model = cand / "weights.json", cand / "model"
-
-    def build() -> Path:
-        if not wfile.is_file():
-            options = options_from(**{**run.preset.weights, "temperature": t})
-            specialised_weights(run, options, wfile, f"temperature {t:g}", similarities_in=run.similarities_file)
-        if not (model / "config.json").is_file():
-            run.timed(f"temperature {t:g} merge", lambda: merge(merge_config(run, wfile), model, log=run.log))
-        return model
-
-    return Candidate(name=f"temperature {t:g}", key=float(t), build=build, eval_dir=cand / "eval",
-                     head={"temperature": t}, tail={"weights_file": str(wfile), "model": str(model)})
+    target = 0
+    for t in SPECIALISED:
+        card = card_of(run.model_dir(f"sft_triplet_{t}"))
+        if card is None:
+            raise ConsistbenchError(f"[train sft_dose] sft_triplet_{t}: not trained yet (the specialised models come "
+                                    "first: their sequences set the dose)")
+        target += card["data"]["training_sequences_per_epoch"]
+    raw = [json.loads(line) for line in run.train_all_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    groups: dict[str, list[dict]] = {}
+    for r in raw:
+        groups.setdefault(r["group_id"], []).append(r)
+    order = sorted(groups)
+    out: list[dict] = []
+    copy = 0
+    while len(out) < target:
+        random.Random(f"{run.preset.synth.get('seed', 0)}|dose|{copy}").shuffle(order)
+        for g in order:
+            if len(out) >= target:
+                break
+            out += [dict(r, id=f"{r['id']}~{copy}", group_id=f"{g}~{copy}") for r in groups[g]]
+        copy += 1
+    write_jsonl(run.dose_file, out)
+    run.log(f"[train sft_dose] {len(out)} rows per epoch (the specialised models' {target} sequences; "
+            f"{copy} passes over the {len(raw)} SFT rows)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,9 +238,21 @@ def stage_eval(run: Run) -> None:
         evaluate_model(run, f"eval {name}", path, folder, run.preset.task)
 
 
+def budgets(run: Run) -> dict:
+    """``budgets.json``: each trained model's updates, sequences and tokens (counted once, from its card)."""
+    path = run.dir / "budgets.json"
+    known = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    for name, _, _ in training_runs(run.preset):
+        card = card_of(run.model_dir(name))
+        if name not in known and card is not None:
+            known[name] = arm_budget(run, card)
+            write_json(path, known)
+    return known
+
+
 def stage_table(run: Run) -> dict:
     """``results/results.{json,md,png}``: the table (:mod:`.table`), always rebuilt."""
-    doc = table_doc(run)
+    doc = table_doc(run, budgets(run))
     run.results_dir.mkdir(parents=True, exist_ok=True)
     write_json(run.results_dir / "results.json", doc)
     write_text(run.results_dir / "results.md", markdown_table(doc))
@@ -339,10 +270,13 @@ STAGES: dict[str, Callable[[Run], object]] = {
     "synth": stage_synth,
     "select": stage_select,
     "search": stage_search,
+    "triplet_search": stage_triplet_search,
     "train": stage_train,
+    "checkpoints": stage_checkpoints,
     "weights": stage_weights,
     "merge": stage_merge,
     "temperature": stage_temperature,
+    "null_merges": stage_null_merges,
     "eval": stage_eval,
     "table": stage_table,
 }
@@ -350,8 +284,19 @@ STAGES: dict[str, Callable[[Run], object]] = {
 
 def run_stages(run: Run, stages: Sequence[str] = tuple(STAGES)) -> None:
     """Check the base model (the paper preset without --model fails here, before the run folder is
-    created), record the run and run ``stages`` in the given order."""
+    created), record the run and run ``stages`` in the given order. On several machines, a machine
+    of rank above 0 follows the main one's launched jobs instead."""
     run.source_model()
+    if run.launcher.follower:
+        JobBoard(run.dir).follow(run.launcher, run.log)
+        return
     run.record()
-    for stage in stages:
-        STAGES[stage](run)
+    board = JobBoard(run.dir) if run.launcher.settings()["num_machines"] > 1 else None
+    if board:
+        board.start()
+    try:
+        for stage in stages:
+            STAGES[stage](run)
+    finally:
+        if board:
+            board.end()
