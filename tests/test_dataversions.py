@@ -148,3 +148,22 @@ def test_the_frozen_v2_template_family_finds_the_shipped_template_set():
     docs = list(utils.load(subset="mini", data_version="v2", robust="template")["test"])
     variants = [d for d in docs if d["variant_type"] == "template"]
     assert variants and all(d["template_id"] and d["template_id"] != "default" for d in variants)
+
+
+def test_entries_on_each_earlier_version_get_their_own_site_section():
+    """A v1 or v2 entry is ranked in a section of its own version, right after the current
+    track's, never with the current data's entries."""
+    from types import SimpleNamespace
+
+    from consistbench.leaderboard.site import sections_of
+
+    current = dataversions.current().sha256
+    entries = [("a", SimpleNamespace(task="consistency_mini", data_sha256=current)),
+               ("b", SimpleNamespace(task="consistency_mini", data_sha256=V2_SHA)),
+               ("c", SimpleNamespace(task="consistency", data_sha256=V1_SHA)),
+               ("d", SimpleNamespace(task="consistency", data_sha256=V2_SHA))]
+    keys, task_of, descriptions = sections_of(entries)
+    assert keys.index("consistency_mini@v2") == keys.index("consistency_mini") + 1
+    assert task_of["consistency_mini@v2"] == ("consistency_mini", V2_SHA) and task_of["consistency"] == ("consistency", current)
+    assert {"consistency@v1", "consistency@v2"} <= set(keys) and "consistency_small@v2" not in keys
+    assert "earlier data version v2" in descriptions["consistency@v2"]
